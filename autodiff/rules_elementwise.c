@@ -1,0 +1,288 @@
+/* Derivative rules of the elementwise ops, written with differentiable
+ * public ops so that they can be differentiated again. */
+#include <math.h>
+
+#include "engine.h"
+
+#define X0 (c->in[0])
+#define X1 (c->in[1])
+#define Y (c->out[0])
+
+static ad_status ok_or_error(ad_tensor *t) { return t ? AD_OK : ad_error(); }
+
+/* Set gin[i] = unbroadcast(g * d) when input i is needed (d NULL: g). */
+static ad_status grad_input(const ad__opctx *c, const bool *need,
+                            ad_tensor **gin, int i, ad_tensor *g,
+                            ad_tensor *d_or_null) {
+  if (!need[i]) return AD_OK;
+  ad_tensor *prod = d_or_null ? ad_mul(g, d_or_null) : g;
+  gin[i] = ad__unbroadcast(prod, c->in[i]);
+  return ok_or_error(gin[i]);
+}
+
+/* ------------------------------------------------------------------------
+ * Unary ops: one derivative f'(x, y) gives both rules: VJP g * f', JVP
+ * t * f'.
+ * ---------------------------------------------------------------------- */
+
+#define UNARY_RULES(name, deriv_expr)                                      \
+  static ad_tensor *deriv_##name(const ad__opctx *c) {                     \
+    (void)c;                                                               \
+    return deriv_expr;                                                     \
+  }                                                                        \
+  ad_status ad__vjp_##name(const ad__opctx *c, ad_tensor *const *gout,     \
+                           const bool *need, ad_tensor **gin) {            \
+    (void)need;                                                            \
+    gin[0] = ad_mul(gout[0], deriv_##name(c));                             \
+    return ok_or_error(gin[0]);                                            \
+  }                                                                        \
+  ad_status ad__jvp_##name(const ad__opctx *c, ad_tensor *const *tin,      \
+                           ad_tensor **tout) {                             \
+    tout[0] = ad_mul(tin[0], deriv_##name(c));                             \
+    return ok_or_error(tout[0]);                                           \
+  }
+
+UNARY_RULES(exp, Y)
+UNARY_RULES(log, ad_pow_scalar(X0, -1.0))
+UNARY_RULES(log1p, ad_pow_scalar(ad_add_scalar(X0, 1.0), -1.0))
+UNARY_RULES(expm1, ad_add_scalar(Y, 1.0))
+UNARY_RULES(sqrt, ad_pow_scalar(ad_mul_scalar(Y, 2.0), -1.0))
+UNARY_RULES(square, ad_mul_scalar(X0, 2.0))
+/* sign(0) = 0: the subgradient of |x| at 0 is taken as 0. */
+UNARY_RULES(abs, ad_sign(X0))
+UNARY_RULES(sin, ad_cos(X0))
+UNARY_RULES(cos, ad_neg(ad_sin(X0)))
+UNARY_RULES(tan, ad_add_scalar(ad_square(Y), 1.0))
+UNARY_RULES(asin, ad_pow_scalar(ad_add_scalar(ad_neg(ad_square(X0)), 1.0),
+                                -0.5))
+UNARY_RULES(acos,
+            ad_neg(ad_pow_scalar(ad_add_scalar(ad_neg(ad_square(X0)), 1.0),
+                                 -0.5)))
+UNARY_RULES(atan, ad_pow_scalar(ad_add_scalar(ad_square(X0), 1.0), -1.0))
+UNARY_RULES(sinh, ad_cosh(X0))
+UNARY_RULES(cosh, ad_sinh(X0))
+UNARY_RULES(tanh, ad_add_scalar(ad_neg(ad_square(Y)), 1.0))
+UNARY_RULES(sigmoid, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0)))
+UNARY_RULES(softplus, ad_sigmoid(X0))
+UNARY_RULES(erf, ad_mul_scalar(ad_exp(ad_neg(ad_square(X0))),
+                               1.1283791670955126 /* 2/sqrt(pi) */))
+/* relu'(0) = 0, as in PyTorch and TensorFlow. */
+UNARY_RULES(relu, ad_greater(X0, ad_scalar(0.0)))
+
+/* Derivative 1 on [lo, hi] (bounds included), 0 outside. */
+static ad_tensor *clip_mask(const ad__opctx *c) {
+  ad_tensor *below = ad_less(X0, ad_scalar(c->attr->s0));
+  ad_tensor *above = ad_greater(X0, ad_scalar(c->attr->s1));
+  return ad_add_scalar(ad_neg(ad_add(below, above)), 1.0);
+}
+UNARY_RULES(clip, clip_mask(c))
+
+/* p * x^(p-1); exactly zero for p == 0 (avoids 0 * inf at x == 0). */
+static ad_tensor *pow_scalar_deriv(const ad__opctx *c) {
+  double p = c->attr->s0;
+  if (p == 0.0) return ad__zeros_like(X0);
+  if (p == 1.0) return ad_ones(X0->ndim, X0->shape);
+  return ad_mul_scalar(ad_pow_scalar(X0, p - 1.0), p);
+}
+UNARY_RULES(pow_scalar, pow_scalar_deriv(c))
+
+/* sign and floor are piecewise constant: their derivative is zero, which
+ * the engine represents by leaving the result NULL. */
+#define ZERO_RULES(name)                                                   \
+  ad_status ad__vjp_##name(const ad__opctx *c, ad_tensor *const *gout,     \
+                           const bool *need, ad_tensor **gin) {            \
+    (void)c, (void)gout, (void)need, (void)gin;                            \
+    return AD_OK;                                                          \
+  }                                                                        \
+  ad_status ad__jvp_##name(const ad__opctx *c, ad_tensor *const *tin,      \
+                           ad_tensor **tout) {                             \
+    (void)c, (void)tin, (void)tout;                                        \
+    return AD_OK;                                                          \
+  }
+ZERO_RULES(sign)
+ZERO_RULES(floor)
+
+ad_status ad__vjp_add_scalar(const ad__opctx *c, ad_tensor *const *gout,
+                             const bool *need, ad_tensor **gin) {
+  (void)c, (void)need;
+  gin[0] = gout[0];
+  return AD_OK;
+}
+ad_status ad__jvp_add_scalar(const ad__opctx *c, ad_tensor *const *tin,
+                             ad_tensor **tout) {
+  (void)c;
+  tout[0] = tin[0];
+  return AD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Linear ops: VJP only (their JVP is the op applied to tangents).
+ * ---------------------------------------------------------------------- */
+
+ad_status ad__vjp_neg(const ad__opctx *c, ad_tensor *const *gout,
+                      const bool *need, ad_tensor **gin) {
+  (void)c, (void)need;
+  gin[0] = ad_neg(gout[0]);
+  return ok_or_error(gin[0]);
+}
+
+ad_status ad__vjp_mul_scalar(const ad__opctx *c, ad_tensor *const *gout,
+                             const bool *need, ad_tensor **gin) {
+  (void)need;
+  gin[0] = ad_mul_scalar(gout[0], c->attr->s0);
+  return ok_or_error(gin[0]);
+}
+
+ad_status ad__vjp_add(const ad__opctx *c, ad_tensor *const *gout,
+                      const bool *need, ad_tensor **gin) {
+  ad_status st = grad_input(c, need, gin, 0, gout[0], NULL);
+  return st ? st : grad_input(c, need, gin, 1, gout[0], NULL);
+}
+
+ad_status ad__vjp_sub(const ad__opctx *c, ad_tensor *const *gout,
+                      const bool *need, ad_tensor **gin) {
+  ad_status st = grad_input(c, need, gin, 0, gout[0], NULL);
+  if (st || !need[1]) return st;
+  return grad_input(c, need, gin, 1, ad_neg(gout[0]), NULL);
+}
+
+ad_status ad__vjp_where(const ad__opctx *c, ad_tensor *const *gout,
+                        const bool *need, ad_tensor **gin) {
+  ad_tensor *zero = ad_scalar(0.0);
+  if (need[1]) {
+    gin[1] = ad__unbroadcast(ad_where(c->in[0], gout[0], zero), c->in[1]);
+    if (!gin[1]) return ad_error();
+  }
+  if (need[2]) {
+    gin[2] = ad__unbroadcast(ad_where(c->in[0], zero, gout[0]), c->in[2]);
+    if (!gin[2]) return ad_error();
+  }
+  return AD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Binary ops: partial derivatives da, db give both rules.
+ * ---------------------------------------------------------------------- */
+
+/* The partial derivatives of a binary op; either may be NULL when that
+ * input is not needed. */
+typedef ad_status (*partials_fn)(const ad__opctx *c, bool want_a,
+                                 bool want_b, ad_tensor **da,
+                                 ad_tensor **db);
+
+static ad_status binary_vjp(const ad__opctx *c, partials_fn partials,
+                            ad_tensor *g, const bool *need, ad_tensor **gin) {
+  ad_tensor *da = NULL, *db = NULL;
+  ad_status st = partials(c, need[0], need[1], &da, &db);
+  if (st) return st;
+  if (need[0] && !(gin[0] = ad__unbroadcast(ad_mul(g, da), X0)))
+    return ad_error();
+  if (need[1] && !(gin[1] = ad__unbroadcast(ad_mul(g, db), X1)))
+    return ad_error();
+  return AD_OK;
+}
+
+static ad_status binary_jvp(const ad__opctx *c, partials_fn partials,
+                            ad_tensor *const *tin, ad_tensor **tout) {
+  ad_tensor *da = NULL, *db = NULL;
+  ad_status st = partials(c, tin[0] != NULL, tin[1] != NULL, &da, &db);
+  if (st) return st;
+  ad_tensor *ta = tin[0] ? ad_mul(tin[0], da) : NULL;
+  ad_tensor *tb = tin[1] ? ad_mul(tin[1], db) : NULL;
+  ad_tensor *t = ta && tb ? ad_add(ta, tb) : ta ? ta : tb;
+  /* A tangent of a broadcast input must take the output's shape. */
+  if (t && !ad__same_shape(t, Y)) t = ad_broadcast_to(t, Y->ndim, Y->shape);
+  tout[0] = t;
+  return ok_or_error(t);
+}
+
+#define BINARY_RULES(name)                                                 \
+  ad_status ad__vjp_##name(const ad__opctx *c, ad_tensor *const *gout,     \
+                           const bool *need, ad_tensor **gin) {            \
+    return binary_vjp(c, partials_##name, gout[0], need, gin);             \
+  }                                                                        \
+  ad_status ad__jvp_##name(const ad__opctx *c, ad_tensor *const *tin,      \
+                           ad_tensor **tout) {                             \
+    return binary_jvp(c, partials_##name, tin, tout);                      \
+  }
+
+static ad_status partials_mul(const ad__opctx *c, bool wa, bool wb,
+                              ad_tensor **da, ad_tensor **db) {
+  (void)wa, (void)wb;
+  *da = X1;
+  *db = X0;
+  return AD_OK;
+}
+
+static ad_status partials_div(const ad__opctx *c, bool wa, bool wb,
+                              ad_tensor **da, ad_tensor **db) {
+  ad_tensor *recip = ad_pow_scalar(X1, -1.0);
+  if (wa) *da = recip;
+  if (wb) *db = ad_neg(ad_mul(Y, recip));
+  return (!recip || (wb && !*db)) ? ad_error() : AD_OK;
+}
+
+/* d/da a^b = b a^(b-1); d/db a^b = a^b log a, taken as 0 where a == 0
+ * (the limit from the right for b > 0). */
+static ad_status partials_pow(const ad__opctx *c, bool wa, bool wb,
+                              ad_tensor **da, ad_tensor **db) {
+  if (wa) {
+    *da = ad_mul(X1, ad_pow(X0, ad_add_scalar(X1, -1.0)));
+    if (!*da) return ad_error();
+  }
+  if (wb) {
+    ad_tensor *zero = ad_scalar(0.0);
+    ad_tensor *is_zero = ad_equal(X0, zero);
+    ad_tensor *one = ad_scalar(1.0);
+    ad_tensor *safe_a = ad_where(is_zero, one, X0);
+    *db = ad_where(is_zero, zero, ad_mul(Y, ad_log(safe_a)));
+    if (!*db) return ad_error();
+  }
+  return AD_OK;
+}
+
+/* Ties split the gradient evenly, matching central differences. */
+static ad_status partials_maximum(const ad__opctx *c, bool wa, bool wb,
+                                  ad_tensor **da, ad_tensor **db) {
+  (void)wa, (void)wb;
+  ad_tensor *mask = ad_add(ad_greater(X0, X1),
+                           ad_mul_scalar(ad_equal(X0, X1), 0.5));
+  *da = mask;
+  *db = ad_add_scalar(ad_neg(mask), 1.0);
+  return ok_or_error(*db);
+}
+
+static ad_status partials_minimum(const ad__opctx *c, bool wa, bool wb,
+                                  ad_tensor **da, ad_tensor **db) {
+  (void)wa, (void)wb;
+  ad_tensor *mask =
+      ad_add(ad_less(X0, X1), ad_mul_scalar(ad_equal(X0, X1), 0.5));
+  *da = mask;
+  *db = ad_add_scalar(ad_neg(mask), 1.0);
+  return ok_or_error(*db);
+}
+
+/* atan2(y, x): d/dy = x / (x^2 + y^2), d/dx = -y / (x^2 + y^2). */
+static ad_status partials_atan2(const ad__opctx *c, bool wa, bool wb,
+                                ad_tensor **da, ad_tensor **db) {
+  ad_tensor *r2 = ad_pow_scalar(ad_add(ad_square(X0), ad_square(X1)), -1.0);
+  if (wa) *da = ad_mul(X1, r2);
+  if (wb) *db = ad_neg(ad_mul(X0, r2));
+  return ((wa && !*da) || (wb && !*db)) ? ad_error() : AD_OK;
+}
+
+/* mod(a, b) = a - b floor(a / b): d/da = 1, d/db = -floor(a / b). */
+static ad_status partials_mod(const ad__opctx *c, bool wa, bool wb,
+                              ad_tensor **da, ad_tensor **db) {
+  if (wa) *da = ad_ones(X0->ndim, X0->shape);
+  if (wb) *db = ad_neg(ad_floor(ad_div(X0, X1)));
+  return ((wa && !*da) || (wb && !*db)) ? ad_error() : AD_OK;
+}
+
+BINARY_RULES(mul)
+BINARY_RULES(div)
+BINARY_RULES(pow)
+BINARY_RULES(maximum)
+BINARY_RULES(minimum)
+BINARY_RULES(atan2)
+BINARY_RULES(mod)

@@ -1,0 +1,641 @@
+/* Gradient tapes: recording ops as nodes and running them backwards. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+
+#define INLINE_IN 3
+
+typedef struct node {
+  const ad__op *op;
+  int nin, nout;
+  ad__attr *attr;  /* a copy, or NULL for ops without attributes */
+  void *extra;     /* custom-op state, released through op->free_extra */
+  /* Inputs and outputs (retained) with their slots: inline for small
+   * arities, else heap arrays.  Slot -1: the tape does not track it. */
+  ad_tensor *in_inline[INLINE_IN];
+  int64_t in_slot_inline[INLINE_IN];
+  ad_tensor *out_inline;
+  int64_t out_slot_inline;
+  ad_tensor **in_heap, **out_heap;
+  int64_t *in_slot_heap, *out_slot_heap;
+} node;
+
+typedef struct seen_var {
+  ad_var *var;
+  ad_tensor *value; /* retained */
+} seen_var;
+
+struct ad_tape {
+  unsigned flags;
+  bool recording;
+  bool spent;        /* a non-persistent tape after its gradient call */
+  pthread_t owner;
+  ad__idmap tracked; /* tensor id -> slot */
+  int64_t nslots;
+  node *nodes;
+  int64_t nnodes, cap;
+  seen_var *vars;
+  int64_t nvars, vars_cap;
+};
+
+static ad_tensor **node_in(node *n) {
+  return n->nin <= INLINE_IN ? n->in_inline : n->in_heap;
+}
+static int64_t *node_in_slot(node *n) {
+  return n->nin <= INLINE_IN ? n->in_slot_inline : n->in_slot_heap;
+}
+static ad_tensor **node_out(node *n) {
+  return n->nout == 1 ? &n->out_inline : n->out_heap;
+}
+static int64_t *node_out_slot(node *n) {
+  return n->nout == 1 ? &n->out_slot_inline : n->out_slot_heap;
+}
+
+static void node_release(node *n) {
+  ad_tensor **in = node_in(n), **out = node_out(n);
+  for (int i = 0; i < n->nin; i++) ad_release(in[i]);
+  for (int j = 0; j < n->nout; j++) ad_release(out[j]);
+  if (n->extra && n->op->free_extra) n->op->free_extra(n->extra);
+  free(n->attr);
+  free(n->in_heap);
+  free(n->out_heap);
+  free(n->in_slot_heap);
+  free(n->out_slot_heap);
+}
+
+static void release_record(ad_tape *tape) {
+  for (int64_t k = 0; k < tape->nnodes; k++) node_release(&tape->nodes[k]);
+  free(tape->nodes);
+  tape->nodes = NULL;
+  tape->nnodes = tape->cap = 0;
+  ad__idmap_free(&tape->tracked);
+  tape->nslots = 0;
+}
+
+/* Tapes belong to one thread: catch use from another one. */
+static ad_status check_tape(const ad_tape *tape, const char *op) {
+  if (!tape) {
+    ad__error_null_arg(op, "tape");
+    return ad_error() ? ad_error() : AD_EINVAL;
+  }
+  if (!pthread_equal(tape->owner, pthread_self()))
+    return ad__error(AD_ESTATE,
+                     "%s: the tape belongs to another thread; tapes are "
+                     "not shared between threads",
+                     op);
+  return AD_OK;
+}
+
+ad_tape *ad_tape_begin(unsigned flags) {
+  if (flags & ~(AD_TAPE_PERSISTENT | AD_TAPE_NO_AUTO_WATCH)) {
+    ad__error(AD_EINVAL, "ad_tape_begin: unknown flags 0x%x", flags);
+    return NULL;
+  }
+  ad_tape *tape = calloc(1, sizeof *tape);
+  if (!tape) {
+    ad__error(AD_ENOMEM, "ad_tape_begin: out of memory");
+    return NULL;
+  }
+  tape->flags = flags;
+  tape->owner = pthread_self();
+  tape->recording = true;
+  if (ad__ctx_push(AD__CTX_TAPE, tape) != AD_OK) {
+    free(tape);
+    return NULL;
+  }
+  return tape;
+}
+
+static ad_status track(ad_tape *tape, const ad_tensor *t, int64_t *slot) {
+  intptr_t v;
+  if (ad__idmap_get(&tape->tracked, t->id, &v)) {
+    *slot = (int64_t)v;
+    return AD_OK;
+  }
+  if (ad__idmap_put(&tape->tracked, t->id, (intptr_t)tape->nslots) != AD_OK)
+    return AD_ENOMEM;
+  *slot = tape->nslots++;
+  return AD_OK;
+}
+
+ad_status ad_tape_watch(ad_tape *tape, ad_tensor *t) {
+  ad_status st = check_tape(tape, "ad_tape_watch");
+  if (st != AD_OK) return st;
+  if (!t) {
+    ad__error_null_arg("ad_tape_watch", "t");
+    return ad_error() ? ad_error() : AD_EINVAL;
+  }
+  if (tape->spent)
+    return ad__error(AD_ESTATE,
+                     "ad_tape_watch: the tape's record was released after "
+                     "its gradient (use AD_TAPE_PERSISTENT)");
+  int64_t slot;
+  return track(tape, t, &slot);
+}
+
+ad_status ad_tape_end(ad_tape *tape) {
+  ad_status st = check_tape(tape, "ad_tape_end");
+  if (st != AD_OK) return st;
+  if (!tape->recording)
+    return ad__error(AD_ESTATE, "ad_tape_end: the tape was already ended");
+  st = ad__ctx_remove(tape, true, "ad_tape_end");
+  if (st != AD_OK) return st;
+  tape->recording = false;
+  return AD_OK;
+}
+
+void ad_tape_free(ad_tape *tape) {
+  if (!tape) return;
+  if (check_tape(tape, "ad_tape_free") != AD_OK) return;
+  if (ad__ctx_find(tape) >= 0) ad__ctx_remove(tape, false, "ad_tape_free");
+  release_record(tape);
+  for (int64_t i = 0; i < tape->nvars; i++) {
+    ad_release(tape->vars[i].value);
+    ad_var_free(tape->vars[i].var);
+  }
+  free(tape->vars);
+  free(tape);
+}
+
+int64_t ad_tape_size(const ad_tape *tape) {
+  if (!tape) {
+    ad__error_null_arg("ad_tape_size", "tape");
+    return -1;
+  }
+  return tape->nnodes;
+}
+
+/* ------------------------------------------------------------------------
+ * Recording (called by the dispatcher)
+ * ---------------------------------------------------------------------- */
+
+bool ad__tape_tracks_any(const ad_tape *tape, int nin, ad_tensor *const *in,
+                         unsigned const_inputs) {
+  intptr_t v;
+  for (int i = 0; i < nin; i++)
+    if (!(const_inputs & (1u << i)) &&
+        ad__idmap_get(&tape->tracked, in[i]->id, &v))
+      return true;
+  return false;
+}
+
+static ad__attr *copy_attr(const ad__attr *attr) {
+  size_t extra = attr->idx ? (size_t)attr->n * sizeof(int64_t) : 0;
+  ad__attr *copy = malloc(sizeof *copy + extra);
+  if (!copy) return NULL;
+  *copy = *attr;
+  if (attr->idx) {
+    int64_t *idx = (int64_t *)(void *)(copy + 1);
+    memcpy(idx, attr->idx, extra);
+    copy->idx = idx;
+  }
+  return copy;
+}
+
+ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
+                          ad_tensor *const *in, int nout,
+                          ad_tensor *const *out, const ad__attr *attr,
+                          void *extra, void (*retain_extra)(void *)) {
+  if (tape->nnodes == tape->cap) {
+    int64_t cap = tape->cap ? tape->cap * 2 : 64;
+    node *nodes = realloc(tape->nodes, (size_t)cap * sizeof *nodes);
+    if (!nodes) return ad__error(AD_ENOMEM, "%s: out of memory recording",
+                                 op->name);
+    tape->nodes = nodes;
+    tape->cap = cap;
+  }
+  node *n = &tape->nodes[tape->nnodes];
+  memset(n, 0, sizeof *n);
+  n->op = op;
+  n->nin = nin;
+  n->nout = nout;
+  if (nin > INLINE_IN) {
+    n->in_heap = malloc((size_t)nin * sizeof *n->in_heap);
+    n->in_slot_heap = malloc((size_t)nin * sizeof *n->in_slot_heap);
+  }
+  if (nout > 1) {
+    n->out_heap = malloc((size_t)nout * sizeof *n->out_heap);
+    n->out_slot_heap = malloc((size_t)nout * sizeof *n->out_slot_heap);
+  }
+  if (attr && (op->flags & AD__OP_ATTR)) n->attr = copy_attr(attr);
+  if ((nin > INLINE_IN && (!n->in_heap || !n->in_slot_heap)) ||
+      (nout > 1 && (!n->out_heap || !n->out_slot_heap)) ||
+      (attr && (op->flags & AD__OP_ATTR) && !n->attr)) {
+    n->nin = n->nout = 0;
+    node_release(n);
+    return ad__error(AD_ENOMEM, "%s: out of memory recording", op->name);
+  }
+  ad_tensor **nin_t = node_in(n), **nout_t = node_out(n);
+  int64_t *in_slot = node_in_slot(n), *out_slot = node_out_slot(n);
+  for (int i = 0; i < nin; i++) {
+    intptr_t v;
+    nin_t[i] = ad_retain(in[i]);
+    in_slot[i] = (!(op->const_inputs & (1u << i)) &&
+                  ad__idmap_get(&tape->tracked, in[i]->id, &v))
+                     ? (int64_t)v
+                     : -1;
+  }
+  for (int j = 0; j < nout; j++) {
+    nout_t[j] = ad_retain(out[j]);
+    out_slot[j] = -1;
+  }
+  /* Count the node before tracking outputs so that a failure below still
+   * releases it with the tape. */
+  tape->nnodes++;
+  for (int j = 0; j < nout; j++)
+    if (track(tape, out[j], &out_slot[j]) != AD_OK)
+      return ad__error(AD_ENOMEM, "%s: out of memory recording", op->name);
+  if (extra) {
+    n->extra = extra;
+    if (retain_extra) retain_extra(extra);
+  }
+  return AD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * The backward pass
+ * ---------------------------------------------------------------------- */
+
+static bool same_shape(const ad_tensor *a, const ad_tensor *b) {
+  if (a->ndim != b->ndim) return false;
+  for (int i = 0; i < a->ndim; i++)
+    if (a->shape[i] != b->shape[i]) return false;
+  return true;
+}
+
+/* Add g (borrowed) into *acc (owned reference). */
+static ad_status accumulate(ad_tensor **acc, ad_tensor *g) {
+  if (!*acc) {
+    *acc = ad_retain(g);
+    return AD_OK;
+  }
+  ad_tensor *sum = ad_add(*acc, g);
+  if (!sum) return ad_error();
+  ad_release(*acc);
+  *acc = ad_retain(sum);
+  return AD_OK;
+}
+
+static ad_status run_node_vjp(node *n, ad_tensor **grads) {
+  const ad__op *op = n->op;
+  ad_tensor **in = node_in(n), **out = node_out(n);
+  int64_t *in_slot = node_in_slot(n), *out_slot = node_out_slot(n);
+  ad_tensor *gout_stack[1], **gout = gout_stack;
+  bool need_stack[INLINE_IN], *need = need_stack;
+  ad_tensor *gin_stack[INLINE_IN], **gin = gin_stack;
+  if (n->nout > 1) gout = calloc((size_t)n->nout, sizeof *gout);
+  if (n->nin > INLINE_IN) {
+    need = calloc((size_t)n->nin, sizeof *need);
+    gin = calloc((size_t)n->nin, sizeof *gin);
+  }
+  ad_status st = AD_OK;
+  if (!gout || !need || !gin) {
+    st = ad__error(AD_ENOMEM, "%s: out of memory in the backward pass",
+                   op->name);
+    goto done;
+  }
+  bool any_out = false, any_need = false;
+  for (int j = 0; j < n->nout; j++) {
+    gout[j] = out_slot[j] >= 0 ? grads[out_slot[j]] : NULL;
+    any_out |= gout[j] != NULL;
+  }
+  for (int i = 0; i < n->nin; i++) {
+    need[i] = in_slot[i] >= 0;
+    gin[i] = NULL;
+    any_need |= need[i];
+  }
+  if (!any_out || !any_need) goto done;
+  if (!op->vjp) {
+    st = ad__error(AD_EUNIMPL, "%s: no reverse-mode (VJP) rule", op->name);
+    goto done;
+  }
+  /* Built-in single-output rules may assume a cotangent. */
+  ad_scope_begin();
+  if (n->nout == 1 && !gout[0]) gout[0] = ad__zeros_like(out[0]);
+  ad__opctx c = {op, n->nin, n->nout, in, out, n->attr, n->extra};
+  st = op->vjp(&c, gout, need, gin);
+  for (int i = 0; st == AD_OK && i < n->nin; i++) {
+    if (!need[i] || !gin[i]) continue;
+    if (!same_shape(gin[i], in[i])) {
+      char g[AD__SHAPE_STR], w[AD__SHAPE_STR];
+      st = ad__error(AD_EINTERNAL,
+                     "%s: gradient of input %d has shape %s, expected %s",
+                     op->name, i, ad__shape_str(g, gin[i]->ndim,
+                                                gin[i]->shape),
+                     ad__shape_str(w, in[i]->ndim, in[i]->shape));
+      break;
+    }
+    st = accumulate(&grads[in_slot[i]], gin[i]);
+  }
+  ad_scope_end();
+done:
+  if (gout != gout_stack) free(gout);
+  if (need != need_stack) free(need);
+  if (gin != gin_stack) free(gin);
+  return st;
+}
+
+/* One backward sweep from target (seeded with seed) to the sources. */
+static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
+                          int n, ad_tensor *const *sources,
+                          ad_tensor **grads_out, unsigned flags) {
+  ad_status st = AD_OK;
+  ad_tensor **grads = calloc((size_t)(tape->nslots + 1), sizeof *grads);
+  bool *keep = calloc((size_t)(tape->nslots + 1), sizeof *keep);
+  if (!grads || !keep) {
+    free(grads);
+    free(keep);
+    return ad__error(AD_ENOMEM, "ad_tape_gradient: out of memory");
+  }
+  intptr_t v;
+  for (int i = 0; i < n; i++)
+    if (ad__idmap_get(&tape->tracked, sources[i]->id, &v)) keep[v] = true;
+  /* The tape does not record its own backward pass. */
+  int ci = ad__ctx_find(tape);
+  if (ci >= 0) ad__ctx_pause_at(ci, +1);
+  if (ad__idmap_get(&tape->tracked, target->id, &v)) {
+    grads[v] = ad_retain(seed);
+    for (int64_t k = tape->nnodes - 1; k >= 0 && st == AD_OK; k--) {
+      node *nd = &tape->nodes[k];
+      st = run_node_vjp(nd, grads);
+      int64_t *out_slot = node_out_slot(nd);
+      for (int j = 0; j < nd->nout; j++) {
+        int64_t s = out_slot[j];
+        if (s >= 0 && !keep[s] && grads[s]) {
+          ad_release(grads[s]);
+          grads[s] = NULL;
+        }
+      }
+    }
+  }
+  if (ci >= 0) ad__ctx_pause_at(ci, -1);
+  for (int i = 0; i < n; i++) {
+    grads_out[i] = NULL;
+    if (st != AD_OK) continue;
+    ad_tensor *g = NULL;
+    if (ad__idmap_get(&tape->tracked, sources[i]->id, &v) && grads[v])
+      g = ad__own(ad_retain(grads[v]));
+    else if (flags & AD_UNCONNECTED_ZERO)
+      g = ad__zeros_like(sources[i]);
+    grads_out[i] = g;
+  }
+  for (int64_t s = 0; s < tape->nslots; s++) ad_release(grads[s]);
+  free(grads);
+  free(keep);
+  if (st != AD_OK)
+    for (int i = 0; i < n; i++) grads_out[i] = NULL;
+  return st;
+}
+
+/* Validate a gradient request; on success *seed is the cotangent of the
+ * target (owned by the current scope). */
+static ad_status check_request(ad_tape *tape, ad_tensor *target,
+                               ad_tensor *target_grad, int n,
+                               ad_tensor *const *sources, const char *op,
+                               ad_tensor **seed) {
+  ad_status st = check_tape(tape, op);
+  if (st != AD_OK) return st;
+  if (tape->spent)
+    return ad__error(AD_ESTATE,
+                     "%s: a non-persistent tape answers one gradient call; "
+                     "begin it with AD_TAPE_PERSISTENT to ask again",
+                     op);
+  if (!target) {
+    ad__error_null_arg(op, "target");
+    return ad_error() ? ad_error() : AD_EINVAL;
+  }
+  if (n < 0 || (n > 0 && !sources))
+    return ad__error(AD_EINVAL, "%s: %d sources given as %p", op, n,
+                     (const void *)sources);
+  for (int i = 0; i < n; i++)
+    if (!sources[i]) {
+      char arg[32];
+      snprintf(arg, sizeof arg, "sources[%d]", i);
+      ad__error_null_arg(op, arg);
+      return ad_error() ? ad_error() : AD_EINVAL;
+    }
+  char b1[AD__SHAPE_STR], b2[AD__SHAPE_STR];
+  if (target_grad) {
+    if (!same_shape(target_grad, target))
+      return ad__error(AD_ESHAPE,
+                       "%s: target_grad has shape %s but the target has %s",
+                       op,
+                       ad__shape_str(b1, target_grad->ndim,
+                                     target_grad->shape),
+                       ad__shape_str(b2, target->ndim, target->shape));
+    *seed = target_grad;
+    return AD_OK;
+  }
+  if (target->numel != 1)
+    return ad__error(AD_ESHAPE,
+                     "%s: target of shape %s is not a scalar; pass "
+                     "target_grad (ad_tape_gradients) or use "
+                     "ad_tape_jacobian",
+                     op, ad__shape_str(b1, target->ndim, target->shape));
+  *seed = ad_ones(target->ndim, target->shape);
+  return *seed ? AD_OK : ad_error();
+}
+
+static void finish_call(ad_tape *tape) {
+  if (!(tape->flags & AD_TAPE_PERSISTENT)) {
+    tape->spent = true;
+    release_record(tape);
+  }
+}
+
+ad_status ad_tape_gradients(ad_tape *tape, ad_tensor *target,
+                            ad_tensor *target_grad, int n,
+                            ad_tensor *const *sources, ad_tensor **grads,
+                            unsigned flags) {
+  if (grads)
+    for (int i = 0; i < n; i++) grads[i] = NULL;
+  if (n > 0 && !grads)
+    return ad__error(AD_EINVAL, "ad_tape_gradients: grads is NULL");
+  ad_tensor *seed = NULL;
+  ad_status st = check_request(tape, target, target_grad, n, sources,
+                               "ad_tape_gradients", &seed);
+  if (st != AD_OK) return st;
+  st = backward(tape, target, seed, n, sources, grads, flags);
+  if (st == AD_OK) finish_call(tape);
+  return st;
+}
+
+ad_tensor *ad_tape_gradient(ad_tape *tape, ad_tensor *target,
+                            ad_tensor *source) {
+  ad_tensor *seed = NULL, *g = NULL;
+  if (!source && tape && target) {
+    ad__error_null_arg("ad_tape_gradient", "source");
+    return NULL;
+  }
+  if (check_request(tape, target, NULL, 1, &source, "ad_tape_gradient",
+                    &seed) != AD_OK)
+    return NULL;
+  if (backward(tape, target, seed, 1, &source, &g, AD_UNCONNECTED_ZERO) !=
+      AD_OK)
+    return NULL;
+  finish_call(tape);
+  return g;
+}
+
+ad_tensor *ad_tape_jacobian(ad_tape *tape, ad_tensor *target,
+                            ad_tensor *source) {
+  const char *op = "ad_tape_jacobian";
+  ad_tensor *unused;
+  if (!source && tape && target) {
+    ad__error_null_arg(op, "source");
+    return NULL;
+  }
+  /* Validate with a dummy seed of the target's own shape. */
+  if (check_request(tape, target, target, 1, &source, op, &unused) != AD_OK)
+    return NULL;
+  int64_t m = target->numel;
+  ad_tensor **rows = calloc((size_t)(m > 0 ? m : 1), sizeof *rows);
+  if (!rows) {
+    ad__error(AD_ENOMEM, "%s: out of memory", op);
+    return NULL;
+  }
+  ad_tensor *result = NULL;
+  ad_status st = AD_OK;
+  ad_scope_begin();
+  for (int64_t e = 0; e < m && st == AD_OK; e++) {
+    ad_tensor *seed = ad_zeros(target->ndim, target->shape);
+    if (!seed) {
+      st = ad_error();
+      break;
+    }
+    seed->data[e] = 1.0;
+    st = backward(tape, target, seed, 1, &source, &rows[e],
+                  AD_UNCONNECTED_ZERO);
+  }
+  if (st == AD_OK) {
+    int64_t shape[2 * AD_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < target->ndim; i++) shape[nd++] = target->shape[i];
+    for (int i = 0; i < source->ndim; i++) shape[nd++] = source->shape[i];
+    if (nd > AD_MAX_DIMS) {
+      ad__error(AD_ESHAPE,
+                "%s: the Jacobian would have rank %d, above the maximum %d",
+                op, nd, AD_MAX_DIMS);
+    } else if (m == 0) {
+      result = ad_keep(ad_zeros(nd, shape));
+    } else {
+      ad_tensor *stacked = ad_stack((int)m, rows, 0);
+      result = ad_keep(ad_reshape(stacked, nd, shape));
+    }
+  }
+  ad_scope_end();
+  free(rows);
+  if (result) finish_call(tape);
+  return result;
+}
+
+/* ------------------------------------------------------------------------
+ * Variables seen by a tape
+ * ---------------------------------------------------------------------- */
+
+ad_status ad__tape_saw_variable(ad_tape *tape, ad_var *v, ad_tensor *value) {
+  if (tape->flags & AD_TAPE_NO_AUTO_WATCH) return AD_OK;
+  for (int64_t i = 0; i < tape->nvars; i++)
+    if (tape->vars[i].var == v && tape->vars[i].value == value) return AD_OK;
+  if (tape->nvars == tape->vars_cap) {
+    int64_t cap = tape->vars_cap ? tape->vars_cap * 2 : 8;
+    seen_var *vars = realloc(tape->vars, (size_t)cap * sizeof *vars);
+    if (!vars) return ad__error(AD_ENOMEM, "ad_var_value: out of memory");
+    tape->vars = vars;
+    tape->vars_cap = cap;
+  }
+  int64_t slot;
+  if (track(tape, value, &slot) != AD_OK) return AD_ENOMEM;
+  ad__var_retain(v);
+  tape->vars[tape->nvars++] = (seen_var){v, ad_retain(value)};
+  return AD_OK;
+}
+
+int64_t ad_tape_num_variables(const ad_tape *tape) {
+  if (!tape) {
+    ad__error_null_arg("ad_tape_num_variables", "tape");
+    return -1;
+  }
+  /* Count distinct variables: a variable read at several values appears
+   * once per value in the list. */
+  int64_t count = 0;
+  for (int64_t i = 0; i < tape->nvars; i++) {
+    bool first = true;
+    for (int64_t j = 0; j < i && first; j++)
+      first = tape->vars[j].var != tape->vars[i].var;
+    count += first;
+  }
+  return count;
+}
+
+ad_var *ad_tape_variable(const ad_tape *tape, int64_t i) {
+  if (!tape) {
+    ad__error_null_arg("ad_tape_variable", "tape");
+    return NULL;
+  }
+  int64_t count = 0;
+  for (int64_t k = 0; k < tape->nvars; k++) {
+    bool first = true;
+    for (int64_t j = 0; j < k && first; j++)
+      first = tape->vars[j].var != tape->vars[k].var;
+    if (first && count++ == i) return tape->vars[k].var;
+  }
+  ad__error(AD_EINVAL, "ad_tape_variable: index %lld is out of range (%lld "
+                       "variables)",
+            (long long)i, (long long)count);
+  return NULL;
+}
+
+ad_status ad_tape_var_gradients(ad_tape *tape, ad_tensor *target, int n,
+                                ad_var *const *vars, ad_tensor **grads) {
+  const char *op = "ad_tape_var_gradients";
+  if (grads)
+    for (int i = 0; i < n; i++) grads[i] = NULL;
+  ad_status st = check_tape(tape, op);
+  if (st != AD_OK) return st;
+  if (n < 0 || (n > 0 && (!vars || !grads)))
+    return ad__error(AD_EINVAL, "%s: bad variable list (n = %d)", op, n);
+  for (int i = 0; i < n; i++)
+    if (!vars[i]) return ad__error(AD_EINVAL, "%s: vars[%d] is NULL", op, i);
+  /* Every value read of every requested variable is a source. */
+  int64_t ns = 0;
+  ad_tensor **sources = malloc((size_t)(tape->nvars + 1) * sizeof *sources);
+  int *owner = malloc((size_t)(tape->nvars + 1) * sizeof *owner);
+  ad_tensor **sg = calloc((size_t)(tape->nvars + 1), sizeof *sg);
+  if (!sources || !owner || !sg) {
+    free(sources);
+    free(owner);
+    free(sg);
+    return ad__error(AD_ENOMEM, "%s: out of memory", op);
+  }
+  for (int64_t k = 0; k < tape->nvars; k++)
+    for (int i = 0; i < n; i++)
+      if (tape->vars[k].var == vars[i]) {
+        sources[ns] = tape->vars[k].value;
+        owner[ns++] = i;
+        break;
+      }
+  st = ad_tape_gradients(tape, target, NULL, (int)ns, sources, sg,
+                         AD_UNCONNECTED_ZERO);
+  if (st == AD_OK) {
+    for (int64_t k = 0; k < ns && st == AD_OK; k++) {
+      int i = owner[k];
+      grads[i] = grads[i] ? ad_add(grads[i], sg[k]) : sg[k];
+      if (!grads[i]) st = ad_error();
+    }
+    for (int i = 0; i < n && st == AD_OK; i++)
+      if (!grads[i]) {
+        ad_tensor *value = ad_var_value(vars[i]);
+        grads[i] = value ? ad__zeros_like(value) : NULL;
+        if (!grads[i]) st = ad_error();
+      }
+  }
+  if (st != AD_OK)
+    for (int i = 0; i < n; i++) grads[i] = NULL;
+  free(sources);
+  free(owner);
+  free(sg);
+  return st;
+}

@@ -1,0 +1,61 @@
+/* The per-thread error channel: one code and one message per thread. */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MESSAGE_MAX 1024
+
+static _Thread_local ad_status last_code = AD_OK;
+static _Thread_local char last_message[MESSAGE_MAX];
+
+/* Every error in libad passes through here, so `break ad__error` in a
+ * debugger stops at the first sign of trouble. */
+ad_status ad__error(ad_status code, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(last_message, sizeof last_message, fmt, ap);
+  va_end(ap);
+  last_code = code;
+  return code;
+}
+
+void ad__error_null_arg(const char *op, const char *arg) {
+  if (last_code == AD_OK)
+    ad__error(AD_EINVAL, "%s: argument '%s' is NULL", op, arg);
+}
+
+ad_status ad_error(void) { return last_code; }
+
+const char *ad_error_message(void) {
+  return last_code == AD_OK ? "" : last_message;
+}
+
+void ad_error_clear(void) {
+  last_code = AD_OK;
+  last_message[0] = '\0';
+}
+
+const char *ad_strerror(ad_status status) {
+  switch (status) {
+#define AD_STATUS_TEXT_(name, value, text) \
+  case name:                               \
+    return text;
+    AD_STATUS_LIST(AD_STATUS_TEXT_)
+#undef AD_STATUS_TEXT_
+  }
+  return "unknown status";
+}
+
+char *ad__shape_str(char *buf, int ndim, const int64_t *shape) {
+  size_t used = 0;
+  buf[used++] = '(';
+  for (int i = 0; i < ndim && used < AD__SHAPE_STR - 32; i++) {
+    used += (size_t)snprintf(buf + used, AD__SHAPE_STR - used, "%s%lld",
+                             i ? ", " : "", (long long)shape[i]);
+  }
+  if (ndim == 1) buf[used++] = ',';
+  buf[used++] = ')';
+  buf[used] = '\0';
+  return buf;
+}

@@ -1,0 +1,158 @@
+/* Per-thread free lists of tensor headers and data blocks, so that
+ * steady-state eager execution does not call malloc. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Blocks of 2^k elements for k < CLASS_COUNT come from the pool; larger
+ * ones are malloc'ed and freed directly. */
+#define CLASS_COUNT 23
+#define HEADER_CACHE_MAX 65536
+/* Cap the bytes a thread keeps cached so idle threads do not hoard. */
+#define CACHE_BYTES_MAX ((int64_t)512 << 20)
+#define STORAGE_HEADER_BYTES 64
+
+typedef struct free_node {
+  struct free_node *next;
+} free_node;
+
+typedef struct pool {
+  free_node *headers;
+  long header_count;
+  free_node *blocks[CLASS_COUNT];
+  int64_t cached_bytes;
+  bool registered; /* thread-exit destructor armed */
+} pool;
+
+static _Thread_local pool thread_pool;
+static _Thread_local long fail_countdown;
+
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static void pool_thread_exit(void *unused) {
+  (void)unused;
+  ad__pool_cleanup();
+}
+
+static void make_exit_key(void) {
+  pthread_key_create(&exit_key, pool_thread_exit);
+  /* The main thread does not run key destructors at exit(). */
+  atexit(ad__pool_cleanup);
+}
+
+static void register_thread(void) {
+  pthread_once(&exit_key_once, make_exit_key);
+  pthread_setspecific(exit_key, &thread_pool);
+  thread_pool.registered = true;
+}
+
+void ad__fail_alloc_after(long n) { fail_countdown = n; }
+
+bool ad__alloc_should_fail(void) {
+  if (fail_countdown <= 0) return false;
+  return --fail_countdown == 0;
+}
+
+ad_tensor *ad__pool_header(void) {
+  if (ad__alloc_should_fail()) return NULL;
+  pool *p = &thread_pool;
+  if (p->headers) {
+    free_node *n = p->headers;
+    p->headers = n->next;
+    p->header_count--;
+    return (ad_tensor *)(void *)n;
+  }
+  if (!p->registered) register_thread();
+  return malloc(sizeof(ad_tensor));
+}
+
+void ad__pool_free_header(ad_tensor *t) {
+  pool *p = &thread_pool;
+  if (p->header_count >= HEADER_CACHE_MAX) {
+    free(t);
+    return;
+  }
+  if (!p->registered) register_thread();
+  free_node *n = (free_node *)(void *)t;
+  n->next = p->headers;
+  p->headers = n;
+  p->header_count++;
+}
+
+static int class_of(int64_t numel) {
+  int k = 0;
+  while (k < CLASS_COUNT && ((int64_t)1 << k) < numel) k++;
+  return k < CLASS_COUNT ? k : -1;
+}
+
+static size_t block_bytes(int64_t capacity) {
+  return STORAGE_HEADER_BYTES + (size_t)capacity * sizeof(double);
+}
+
+ad__storage *ad__pool_storage(int64_t numel) {
+  if (ad__alloc_should_fail()) return NULL;
+  int k = class_of(numel < 1 ? 1 : numel);
+  pool *p = &thread_pool;
+  if (k >= 0 && p->blocks[k]) {
+    free_node *n = p->blocks[k];
+    p->blocks[k] = n->next;
+    p->cached_bytes -= (int64_t)block_bytes((int64_t)1 << k);
+    ad__storage *s = (ad__storage *)(void *)n;
+    atomic_init(&s->refs, 1);
+    s->size_class = k;
+    s->capacity = (int64_t)1 << k;
+    s->data = (double *)(void *)((char *)s + STORAGE_HEADER_BYTES);
+    return s;
+  }
+  if (!p->registered) register_thread();
+  int64_t capacity = k >= 0 ? (int64_t)1 << k : (numel < 1 ? 1 : numel);
+  if ((uint64_t)capacity > (SIZE_MAX - STORAGE_HEADER_BYTES) / 8 / 2)
+    return NULL;
+  size_t bytes = block_bytes(capacity);
+  bytes = (bytes + 63) & ~(size_t)63;
+  ad__storage *s = aligned_alloc(64, bytes);
+  if (!s) return NULL;
+  atomic_init(&s->refs, 1);
+  s->size_class = k;
+  s->capacity = capacity;
+  s->data = (double *)(void *)((char *)s + STORAGE_HEADER_BYTES);
+  return s;
+}
+
+void ad__pool_free_storage(ad__storage *s) {
+  pool *p = &thread_pool;
+  int k = s->size_class;
+  int64_t bytes = (int64_t)block_bytes(s->capacity);
+  if (k < 0 || p->cached_bytes + bytes > CACHE_BYTES_MAX) {
+    free(s);
+    return;
+  }
+  if (!p->registered) register_thread();
+  free_node *n = (free_node *)(void *)s;
+  n->next = p->blocks[k];
+  p->blocks[k] = n;
+  p->cached_bytes += bytes;
+}
+
+void ad__pool_cleanup(void) {
+  pool *p = &thread_pool;
+  while (p->headers) {
+    free_node *n = p->headers;
+    p->headers = n->next;
+    free(n);
+  }
+  p->header_count = 0;
+  for (int k = 0; k < CLASS_COUNT; k++) {
+    while (p->blocks[k]) {
+      free_node *n = p->blocks[k];
+      p->blocks[k] = n->next;
+      free(n);
+    }
+  }
+  p->cached_bytes = 0;
+}
+
+void ad_thread_cleanup(void) { ad__pool_cleanup(); }

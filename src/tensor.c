@@ -1,0 +1,473 @@
+/* The tensor object: creation, reference counting, scopes and accessors. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------------
+ * Identity
+ * ---------------------------------------------------------------------- */
+
+static atomic_ulong thread_serial_counter;
+static _Thread_local uint64_t thread_tag;
+static _Thread_local uint64_t id_counter;
+
+/* Ids are (thread serial << 40 | counter): unique without a shared
+ * atomic on the hot path. */
+uint64_t ad__next_id(void) {
+  if (thread_tag == 0)
+    thread_tag = (uint64_t)(atomic_fetch_add(&thread_serial_counter, 1) + 1)
+                 << 40;
+  return thread_tag | ++id_counter;
+}
+
+/* ------------------------------------------------------------------------
+ * Shape helpers
+ * ---------------------------------------------------------------------- */
+
+int64_t ad__checked_numel(const char *op, int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int i = 0; i < ndim; i++) {
+    if (shape[i] < 0) {
+      char buf[AD__SHAPE_STR];
+      ad__error(AD_EINVAL, "%s: negative size %lld at axis %d of shape %s",
+                op, (long long)shape[i], i,
+                ad__shape_str(buf, ndim, shape));
+      return -1;
+    }
+    if (__builtin_mul_overflow(n, shape[i], &n)) {
+      char buf[AD__SHAPE_STR];
+      ad__error(AD_EINVAL, "%s: element count of shape %s overflows int64",
+                op, ad__shape_str(buf, ndim, shape));
+      return -1;
+    }
+  }
+  /* Even without int64 overflow, the byte count must fit in memory. */
+  if (n > INT64_MAX / (int64_t)sizeof(double)) {
+    char buf[AD__SHAPE_STR];
+    ad__error(AD_EINVAL, "%s: shape %s is too large", op,
+              ad__shape_str(buf, ndim, shape));
+    return -1;
+  }
+  return n;
+}
+
+ad_status ad__check_shape(const char *op, int ndim, const int64_t *shape) {
+  if (ndim < 0 || ndim > AD_MAX_DIMS)
+    return ad__error(AD_EINVAL, "%s: rank %d is outside 0..%d", op, ndim,
+                     AD_MAX_DIMS);
+  if (ndim > 0 && !shape)
+    return ad__error(AD_EINVAL, "%s: shape is NULL for rank %d", op, ndim);
+  return ad__checked_numel(op, ndim, shape) < 0 ? ad_error() : AD_OK;
+}
+
+void ad__dense_strides(int ndim, const int64_t *shape, int64_t *strides) {
+  int64_t s = 1;
+  for (int i = ndim - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i] > 0 ? shape[i] : 1;
+  }
+}
+
+int ad__norm_axis(const char *op, int axis, int ndim) {
+  int a = axis < 0 ? axis + ndim : axis;
+  if (a < 0 || a >= ndim) {
+    ad__error(AD_EINVAL, "%s: axis %d is out of range for rank %d", op, axis,
+              ndim);
+    return -1;
+  }
+  return a;
+}
+
+ad_status ad__broadcast_shapes(const char *op, int na, const int64_t *sa,
+                               int nb, const int64_t *sb, int *nout,
+                               int64_t *out) {
+  int n = na > nb ? na : nb;
+  for (int i = 0; i < n; i++) {
+    int ia = na - n + i, ib = nb - n + i;
+    int64_t da = ia >= 0 ? sa[ia] : 1, db = ib >= 0 ? sb[ib] : 1;
+    if (da != db && da != 1 && db != 1) {
+      char ba[AD__SHAPE_STR], bb[AD__SHAPE_STR];
+      return ad__error(AD_ESHAPE, "%s: shapes %s and %s cannot broadcast",
+                       op, ad__shape_str(ba, na, sa),
+                       ad__shape_str(bb, nb, sb));
+    }
+    out[i] = da == 1 ? db : da;
+  }
+  *nout = n;
+  return AD_OK;
+}
+
+ad_status ad__slice_bounds(const char *op, int64_t dim, int64_t *start,
+                           int64_t *stop, int64_t step, int64_t *count) {
+  if (step == 0) return ad__error(AD_EINVAL, "%s: slice step is 0", op);
+  int64_t lo, hi;
+  if (step > 0) {
+    lo = 0;
+    hi = dim;
+  } else {
+    lo = -1;
+    hi = dim - 1;
+  }
+  int64_t b = *start, e = *stop;
+  if (b < 0) b = b + dim < lo ? lo : b + dim;
+  else if (b > hi) b = hi;
+  if (e < 0) e = e + dim < lo ? lo : e + dim;
+  else if (e > hi) e = hi;
+  int64_t n = 0;
+  if (step > 0 && e > b) n = (e - b + step - 1) / step;
+  if (step < 0 && b > e) n = (b - e + (-step) - 1) / (-step);
+  *start = b;
+  *stop = e;
+  *count = n;
+  return AD_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Allocation and reference counting
+ * ---------------------------------------------------------------------- */
+
+static ad_tensor *new_header(int ndim, const int64_t *shape) {
+  ad_tensor *t = ad__pool_header();
+  if (!t) return NULL;
+  atomic_init(&t->refs, 1);
+  t->id = ad__next_id();
+  t->ndim = ndim;
+  t->numel = 1;
+  for (int i = 0; i < ndim; i++) {
+    t->shape[i] = shape[i];
+    t->numel *= shape[i];
+  }
+  return t;
+}
+
+ad_tensor *ad__alloc(const char *op, int ndim, const int64_t *shape) {
+  if (ad__check_shape(op, ndim, shape) != AD_OK) return NULL;
+  ad_tensor *t = new_header(ndim, shape);
+  if (!t) {
+    ad__error(AD_ENOMEM, "%s: out of memory for a tensor header", op);
+    return NULL;
+  }
+  t->storage = ad__pool_storage(t->numel);
+  if (!t->storage) {
+    char buf[AD__SHAPE_STR];
+    ad__error(AD_ENOMEM, "%s: out of memory for a tensor of shape %s", op,
+              ad__shape_str(buf, ndim, shape));
+    ad__pool_free_header(t);
+    return NULL;
+  }
+  t->data = t->storage->data;
+  t->contiguous = true;
+  ad__dense_strides(ndim, shape, t->strides);
+  return t;
+}
+
+static bool is_dense(int ndim, const int64_t *shape, const int64_t *strides) {
+  int64_t expect = 1;
+  for (int i = ndim - 1; i >= 0; i--) {
+    if (shape[i] != 1 && strides[i] != expect) return false;
+    expect *= shape[i];
+  }
+  return true;
+}
+
+ad_tensor *ad__view(const ad_tensor *base, int ndim, const int64_t *shape,
+                    const int64_t *strides, int64_t offset) {
+  ad_tensor *t = new_header(ndim, shape);
+  if (!t) {
+    ad__error(AD_ENOMEM, "out of memory for a tensor view");
+    return NULL;
+  }
+  t->storage = base->storage;
+  atomic_fetch_add_explicit(&t->storage->refs, 1, memory_order_relaxed);
+  t->data = base->data + offset;
+  for (int i = 0; i < ndim; i++) t->strides[i] = strides[i];
+  t->contiguous = is_dense(ndim, shape, strides);
+  return t;
+}
+
+void ad__gather_contiguous(const ad_tensor *t, double *out) {
+  if (t->contiguous) {
+    memcpy(out, t->data, (size_t)t->numel * sizeof(double));
+    return;
+  }
+  if (t->numel == 0) return;
+  int64_t idx[AD_MAX_DIMS] = {0};
+  const double *p = t->data;
+  for (int64_t n = 0; n < t->numel; n++) {
+    out[n] = *p;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+      if (++idx[d] < t->shape[d]) {
+        p += t->strides[d];
+        break;
+      }
+      p -= t->strides[d] * (t->shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+}
+
+ad_tensor *ad__contiguous(ad_tensor *t) {
+  if (t->contiguous) return ad_retain(t);
+  ad_tensor *c = ad__alloc("ad_contiguous", t->ndim, t->shape);
+  if (!c) return NULL;
+  ad__gather_contiguous(t, c->data);
+  return c;
+}
+
+ad_tensor *ad_retain(ad_tensor *t) {
+  if (t) atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+  return t;
+}
+
+void ad_release(ad_tensor *t) {
+  if (!t) return;
+  if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+    return;
+  ad__storage *s = t->storage;
+  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    ad__pool_free_storage(s);
+  ad__pool_free_header(t);
+}
+
+/* ------------------------------------------------------------------------
+ * Scopes: a per-thread stack of owned tensors, split into frames.
+ * ---------------------------------------------------------------------- */
+
+typedef struct scope_stack {
+  ad_tensor **owned;     /* tensors owned by all open frames, in order */
+  int64_t owned_len, owned_cap;
+  int64_t *frame_start;  /* owned_len when each frame began */
+  ad_tensor **kept;      /* tensors handed outward by ad_keep */
+  int *kept_depth;       /* frame depth each kept tensor leaves */
+  int64_t kept_len, kept_cap;
+  int depth, depth_cap;
+} scope_stack;
+
+static _Thread_local scope_stack scopes;
+
+static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
+  if (need <= *cap) return true;
+  int64_t n = *cap ? *cap * 2 : 256;
+  while (n < need) n *= 2;
+  void *q = realloc(*p, (size_t)n * elem);
+  if (!q) return false;
+  *p = q;
+  *cap = n;
+  return true;
+}
+
+ad_tensor *ad__own(ad_tensor *t) {
+  if (!t || scopes.depth == 0) return t;
+  if (!grow((void **)&scopes.owned, &scopes.owned_cap, scopes.owned_len + 1,
+            sizeof(ad_tensor *))) {
+    ad_release(t);
+    ad__error(AD_ENOMEM, "out of memory registering a tensor with a scope");
+    return NULL;
+  }
+  scopes.owned[scopes.owned_len++] = t;
+  return t;
+}
+
+void ad_scope_begin(void) {
+  if (scopes.depth == scopes.depth_cap) {
+    int n = scopes.depth_cap ? scopes.depth_cap * 2 : 16;
+    int64_t *q = realloc(scopes.frame_start, (size_t)n * sizeof(int64_t));
+    if (!q) {
+      /* Without room for a frame, nest into the current one: tensors then
+       * live until the enclosing scope ends, which wastes memory but never
+       * frees anything early. */
+      ad__error(AD_ENOMEM, "ad_scope_begin: out of memory");
+      return;
+    }
+    scopes.frame_start = q;
+    scopes.depth_cap = n;
+  }
+  scopes.frame_start[scopes.depth++] = scopes.owned_len;
+}
+
+ad_status ad_scope_end(void) {
+  if (scopes.depth == 0)
+    return ad__error(AD_ESTATE, "ad_scope_end: no scope is open");
+  int64_t start = scopes.frame_start[--scopes.depth];
+  /* Release newest first: later tensors may be views of earlier ones,
+   * though reference counts make either order safe. */
+  for (int64_t i = scopes.owned_len - 1; i >= start; i--)
+    ad_release(scopes.owned[i]);
+  scopes.owned_len = start;
+  /* Tensors kept from the closed frame now belong to the enclosing one
+   * (already retained by ad_keep), or to the caller at depth 0. */
+  while (scopes.kept_len > 0 &&
+         scopes.kept_depth[scopes.kept_len - 1] == scopes.depth + 1) {
+    ad_tensor *t = scopes.kept[--scopes.kept_len];
+    if (scopes.depth > 0) ad__own(t);
+  }
+  if (scopes.depth == 0) {
+    free(scopes.owned);
+    scopes.owned = NULL;
+    scopes.owned_cap = 0;
+  }
+  return AD_OK;
+}
+
+ad_tensor *ad_keep(ad_tensor *t) {
+  if (!t || scopes.depth == 0) return t;
+  int64_t cap = scopes.kept_cap;
+  if (!grow((void **)&scopes.kept, &cap, scopes.kept_len + 1,
+            sizeof(ad_tensor *)) ||
+      !grow((void **)&scopes.kept_depth, &scopes.kept_cap,
+            scopes.kept_len + 1, sizeof(int))) {
+    ad__error(AD_ENOMEM, "ad_keep: out of memory");
+    return NULL;
+  }
+  scopes.kept[scopes.kept_len] = ad_retain(t);
+  scopes.kept_depth[scopes.kept_len++] = scopes.depth;
+  return t;
+}
+
+int ad__scope_depth(void) { return scopes.depth; }
+
+/* ------------------------------------------------------------------------
+ * Constructors
+ * ---------------------------------------------------------------------- */
+
+ad_tensor *ad_tensor_new(int ndim, const int64_t *shape, const double *data) {
+  ad_tensor *t = ad__alloc("ad_tensor_new", ndim, shape);
+  if (!t) return NULL;
+  if (data)
+    memcpy(t->data, data, (size_t)t->numel * sizeof(double));
+  else
+    memset(t->data, 0, (size_t)t->numel * sizeof(double));
+  return ad__own(t);
+}
+
+static ad_tensor *filled(const char *op, int ndim, const int64_t *shape,
+                         double v) {
+  ad_tensor *t = ad__alloc(op, ndim, shape);
+  if (!t) return NULL;
+  for (int64_t i = 0; i < t->numel; i++) t->data[i] = v;
+  return ad__own(t);
+}
+
+ad_tensor *ad_scalar(double v) { return filled("ad_scalar", 0, NULL, v); }
+ad_tensor *ad_zeros(int ndim, const int64_t *shape) {
+  return filled("ad_zeros", ndim, shape, 0.0);
+}
+ad_tensor *ad_ones(int ndim, const int64_t *shape) {
+  return filled("ad_ones", ndim, shape, 1.0);
+}
+ad_tensor *ad_full(int ndim, const int64_t *shape, double value) {
+  return filled("ad_full", ndim, shape, value);
+}
+
+ad_tensor *ad_arange(double start, double stop, double step) {
+  if (!isfinite(start) || !isfinite(stop) || !isfinite(step) || step == 0) {
+    ad__error(AD_EINVAL,
+              "ad_arange: need finite bounds and a non-zero step, got "
+              "start=%g stop=%g step=%g",
+              start, stop, step);
+    return NULL;
+  }
+  double count = ceil((stop - start) / step);
+  if (count < 0) count = 0;
+  if (count > 1e15) {
+    ad__error(AD_EINVAL, "ad_arange: %g elements is too many", count);
+    return NULL;
+  }
+  int64_t n = (int64_t)count;
+  ad_tensor *t = ad__alloc("ad_arange", 1, &n);
+  if (!t) return NULL;
+  for (int64_t i = 0; i < n; i++) t->data[i] = start + (double)i * step;
+  return ad__own(t);
+}
+
+ad_tensor *ad_linspace(double a, double b, int64_t n) {
+  if (n < 0 || !isfinite(a) || !isfinite(b)) {
+    ad__error(AD_EINVAL,
+              "ad_linspace: need finite bounds and n >= 0, got a=%g b=%g "
+              "n=%lld",
+              a, b, (long long)n);
+    return NULL;
+  }
+  ad_tensor *t = ad__alloc("ad_linspace", 1, &n);
+  if (!t) return NULL;
+  for (int64_t i = 0; i < n; i++)
+    t->data[i] = n == 1 ? a : a + (b - a) * (double)i / (double)(n - 1);
+  if (n > 1) t->data[n - 1] = b;
+  return ad__own(t);
+}
+
+ad_tensor *ad_eye(int64_t n) {
+  if (n < 0) {
+    ad__error(AD_EINVAL, "ad_eye: size %lld is negative", (long long)n);
+    return NULL;
+  }
+  int64_t shape[2] = {n, n};
+  ad_tensor *t = ad__alloc("ad_eye", 2, shape);
+  if (!t) return NULL;
+  memset(t->data, 0, (size_t)t->numel * sizeof(double));
+  for (int64_t i = 0; i < n; i++) t->data[i * n + i] = 1.0;
+  return ad__own(t);
+}
+
+/* ------------------------------------------------------------------------
+ * Accessors
+ * ---------------------------------------------------------------------- */
+
+int ad_ndim(const ad_tensor *t) {
+  if (!t) {
+    ad__error_null_arg("ad_ndim", "t");
+    return -1;
+  }
+  return t->ndim;
+}
+
+const int64_t *ad_shape(const ad_tensor *t) {
+  if (!t) {
+    ad__error_null_arg("ad_shape", "t");
+    return NULL;
+  }
+  return t->shape;
+}
+
+int64_t ad_numel(const ad_tensor *t) {
+  if (!t) {
+    ad__error_null_arg("ad_numel", "t");
+    return -1;
+  }
+  return t->numel;
+}
+
+double ad_item(const ad_tensor *t) {
+  if (!t) {
+    ad__error_null_arg("ad_item", "t");
+    return NAN;
+  }
+  if (t->numel != 1) {
+    char buf[AD__SHAPE_STR];
+    ad__error(AD_ESHAPE, "ad_item: tensor of shape %s has %lld elements, not 1",
+              ad__shape_str(buf, t->ndim, t->shape), (long long)t->numel);
+    return NAN;
+  }
+  return t->data[0];
+}
+
+ad_status ad_read(const ad_tensor *t, double *out, int64_t n) {
+  if (!t) {
+    ad__error_null_arg("ad_read", "t");
+    return ad_error() ? ad_error() : AD_EINVAL;
+  }
+  if (!out && n > 0)
+    return ad__error(AD_EINVAL, "ad_read: output buffer is NULL");
+  if (n != t->numel) {
+    char buf[AD__SHAPE_STR];
+    return ad__error(AD_ESHAPE,
+                     "ad_read: buffer holds %lld values but the tensor of "
+                     "shape %s has %lld",
+                     (long long)n, ad__shape_str(buf, t->ndim, t->shape),
+                     (long long)t->numel);
+  }
+  ad__gather_contiguous(t, out);
+  return AD_OK;
+}
