@@ -183,30 +183,30 @@ static ad_status propagate_level(int li, const ad__op *op, int nin,
 }
 
 ad_status ad__record(const ad__op *op, int nin, ad_tensor *const *in,
-                     int nout, ad_tensor *const *out, const ad__attr *attr,
-                     void *extra, void (*retain_extra)(void *)) {
+                     int nout, ad_tensor *const *out, bool fresh_outputs,
+                     const ad__attr *attr, void *extra,
+                     void (*retain_extra)(void *)) {
   if (op->flags & AD__OP_NONDIFF) return AD_OK;
   if (nout > MAX_OUT)
     return ad__error(AD_EINVAL, "%s: at most %d outputs are supported",
                      op->name, MAX_OUT);
   ad__ctx_stack *s = &ad__contexts;
-  /* Levels innermost first, so that an outer level differentiates the
-   * inner level's tangent computation. */
-  for (int i = s->n - 1; i >= 0; i--) {
-    if (s->items[i].kind != AD__CTX_LEVEL || s->items[i].paused ||
-        s->global_pause)
-      continue;
-    ad_status st = propagate_level(i, op, nin, in, nout, out, attr, extra);
-    if (st != AD_OK) return st;
-  }
+  if (s->global_pause) return AD_OK;
+  /* Outermost first, tapes and levels alike: when a level's JVP rule runs
+   * (reading the output, say), every context opened before it must
+   * already know the output, or it would take the output for a constant
+   * and differentiate the rule wrongly. */
   for (int i = 0; i < s->n; i++) {
-    if (s->items[i].kind != AD__CTX_TAPE || s->items[i].paused ||
-        s->global_pause)
-      continue;
-    ad_tape *tape = s->items[i].obj;
-    if (!ad__tape_tracks_any(tape, nin, in, op->const_inputs)) continue;
-    ad_status st = ad__tape_record(tape, op, nin, in, nout, out, attr, extra,
-                                   retain_extra);
+    if (s->items[i].paused) continue;
+    ad_status st;
+    if (s->items[i].kind == AD__CTX_LEVEL) {
+      st = propagate_level(i, op, nin, in, nout, out, attr, extra);
+    } else {
+      ad_tape *tape = s->items[i].obj;
+      if (!ad__tape_tracks_any(tape, nin, in, op->const_inputs)) continue;
+      st = ad__tape_record(tape, op, nin, in, nout, out, fresh_outputs, attr,
+                           extra, retain_extra);
+    }
     if (st != AD_OK) return st;
   }
   return AD_OK;
@@ -227,7 +227,7 @@ ad_tensor *ad__dispatch(ad__op_id id, int nin, ad_tensor *const *in,
   if (!out) return NULL;
   /* The no-AD path: one thread-local check. */
   if (!ad__ad_active()) return ad__own(out);
-  if (ad__record(op, nin, in, 1, &out, attr, NULL, NULL) != AD_OK) {
+  if (ad__record(op, nin, in, 1, &out, true, attr, NULL, NULL) != AD_OK) {
     ad_release(out);
     return NULL;
   }

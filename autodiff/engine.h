@@ -143,12 +143,15 @@ ad_tensor *ad__dispatch(ad__op_id op, int nin, ad_tensor *const *in,
 /* Record an application whose outputs were computed already (custom ops
  * and the dispatcher itself): propagate tangents through every active
  * forward level and record a node on every tape that watches an input.
- * out[] tensors are borrowed.  extra (may be NULL) is handed to the nodes
+ * out[] tensors are borrowed; fresh_outputs says they were just made on
+ * this thread and are seen by no one else yet (tapes may then mark them
+ * instead of using their maps).  extra (may be NULL) is handed to the nodes
  * that keep it: the function retains it through *extra_refs when non-NULL
  * (one increment per node).  Returns AD_OK or the error. */
 ad_status ad__record(const ad__op *op, int nin, ad_tensor *const *in,
-                     int nout, ad_tensor *const *out, const ad__attr *attr,
-                     void *extra, void (*retain_extra)(void *));
+                     int nout, ad_tensor *const *out, bool fresh_outputs,
+                     const ad__attr *attr, void *extra,
+                     void (*retain_extra)(void *));
 
 /* ------------------------------------------------------------------------
  * The per-thread stack of tapes and forward levels
@@ -191,8 +194,9 @@ bool ad__tape_tracks_any(const ad_tape *tape, int nin, ad_tensor *const *in,
                          unsigned const_inputs);
 ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
                           ad_tensor *const *in, int nout,
-                          ad_tensor *const *out, const ad__attr *attr,
-                          void *extra, void (*retain_extra)(void *));
+                          ad_tensor *const *out, bool fresh_outputs,
+                          const ad__attr *attr, void *extra,
+                          void (*retain_extra)(void *));
 /* Tangent of t at the level (borrowed), NULL when none. */
 ad_tensor *ad__fwd_tangent(const ad_fwd *acc, const ad_tensor *t);
 /* Attach tangent (retained) to t at the level. */

@@ -27,18 +27,29 @@ typedef struct seen_var {
   ad_tensor *value; /* retained */
 } seen_var;
 
+/* Nodes live in fixed-size chunks so that a long recording never copies
+ * what it has recorded (a growing array would, at every doubling). */
+#define CHUNK_NODES 256
+
 struct ad_tape {
+  uint64_t serial;   /* unique, never reused: the tensors' tape mark */
   unsigned flags;
   bool recording;
   bool spent;        /* a non-persistent tape after its gradient call */
   pthread_t owner;
   ad__idmap tracked; /* tensor id -> slot */
   int64_t nslots;
-  node *nodes;
-  int64_t nnodes, cap;
+  node **chunks;
+  int64_t nnodes, nchunks, chunks_cap;
   seen_var *vars;
   int64_t nvars, vars_cap;
 };
+
+static atomic_ulong tape_serial_counter;
+
+static node *node_at(const ad_tape *tape, int64_t k) {
+  return &tape->chunks[k / CHUNK_NODES][k % CHUNK_NODES];
+}
 
 static ad_tensor **node_in(node *n) {
   return n->nin <= INLINE_IN ? n->in_inline : n->in_heap;
@@ -66,10 +77,11 @@ static void node_release(node *n) {
 }
 
 static void release_record(ad_tape *tape) {
-  for (int64_t k = 0; k < tape->nnodes; k++) node_release(&tape->nodes[k]);
-  free(tape->nodes);
-  tape->nodes = NULL;
-  tape->nnodes = tape->cap = 0;
+  for (int64_t k = 0; k < tape->nnodes; k++) node_release(node_at(tape, k));
+  for (int64_t c = 0; c < tape->nchunks; c++) free(tape->chunks[c]);
+  free(tape->chunks);
+  tape->chunks = NULL;
+  tape->nnodes = tape->nchunks = tape->chunks_cap = 0;
   ad__idmap_free(&tape->tracked);
   tape->nslots = 0;
 }
@@ -99,6 +111,7 @@ ad_tape *ad_tape_begin(unsigned flags) {
     return NULL;
   }
   tape->flags = flags;
+  tape->serial = atomic_fetch_add(&tape_serial_counter, 1) + 1;
   tape->owner = pthread_self();
   tape->recording = true;
   if (ad__ctx_push(AD__CTX_TAPE, tape) != AD_OK) {
@@ -108,14 +121,29 @@ ad_tape *ad_tape_begin(unsigned flags) {
   return tape;
 }
 
-static ad_status track(ad_tape *tape, const ad_tensor *t, int64_t *slot) {
+/* The slot of t on this tape, or -1.  Tensors this tape produced carry
+ * the tape's mark; anything else (watched tensors, outputs another tape
+ * marked first) is in the map. */
+static int64_t slot_of(const ad_tape *tape, const ad_tensor *t) {
+  if (t->tape_mark == tape->serial) return t->tape_slot;
   intptr_t v;
-  if (ad__idmap_get(&tape->tracked, t->id, &v)) {
-    *slot = (int64_t)v;
-    return AD_OK;
-  }
-  if (ad__idmap_put(&tape->tracked, t->id, (intptr_t)tape->nslots) != AD_OK)
+  return ad__idmap_get(&tape->tracked, t->id, &v) ? (int64_t)v : -1;
+}
+
+/* Track t, giving it a new slot unless it has one.  fresh: t was just
+ * made by this thread and nobody else sees it yet, so its mark may be
+ * written (never write to a tensor that may be shared). */
+static ad_status track(ad_tape *tape, ad_tensor *t, bool fresh,
+                       int64_t *slot) {
+  *slot = slot_of(tape, t);
+  if (*slot >= 0) return AD_OK;
+  if (fresh && t->tape_mark == 0) {
+    t->tape_mark = tape->serial;
+    t->tape_slot = tape->nslots;
+  } else if (ad__idmap_put(&tape->tracked, t->id,
+                           (intptr_t)tape->nslots) != AD_OK) {
     return AD_ENOMEM;
+  }
   *slot = tape->nslots++;
   return AD_OK;
 }
@@ -132,7 +160,7 @@ ad_status ad_tape_watch(ad_tape *tape, ad_tensor *t) {
                      "ad_tape_watch: the tape's record was released after "
                      "its gradient (use AD_TAPE_PERSISTENT)");
   int64_t slot;
-  return track(tape, t, &slot);
+  return track(tape, t, false, &slot);
 }
 
 ad_status ad_tape_end(ad_tape *tape) {
@@ -173,11 +201,8 @@ int64_t ad_tape_size(const ad_tape *tape) {
 
 bool ad__tape_tracks_any(const ad_tape *tape, int nin, ad_tensor *const *in,
                          unsigned const_inputs) {
-  intptr_t v;
   for (int i = 0; i < nin; i++)
-    if (!(const_inputs & (1u << i)) &&
-        ad__idmap_get(&tape->tracked, in[i]->id, &v))
-      return true;
+    if (!(const_inputs & (1u << i)) && slot_of(tape, in[i]) >= 0) return true;
   return false;
 }
 
@@ -196,17 +221,24 @@ static ad__attr *copy_attr(const ad__attr *attr) {
 
 ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
                           ad_tensor *const *in, int nout,
-                          ad_tensor *const *out, const ad__attr *attr,
-                          void *extra, void (*retain_extra)(void *)) {
-  if (tape->nnodes == tape->cap) {
-    int64_t cap = tape->cap ? tape->cap * 2 : 64;
-    node *nodes = realloc(tape->nodes, (size_t)cap * sizeof *nodes);
-    if (!nodes) return ad__error(AD_ENOMEM, "%s: out of memory recording",
-                                 op->name);
-    tape->nodes = nodes;
-    tape->cap = cap;
+                          ad_tensor *const *out, bool fresh_outputs,
+                          const ad__attr *attr, void *extra,
+                          void (*retain_extra)(void *)) {
+  if (tape->nnodes == tape->nchunks * CHUNK_NODES) {
+    if (tape->nchunks == tape->chunks_cap) {
+      int64_t cap = tape->chunks_cap ? tape->chunks_cap * 2 : 16;
+      node **chunks = realloc(tape->chunks, (size_t)cap * sizeof *chunks);
+      if (!chunks)
+        return ad__error(AD_ENOMEM, "%s: out of memory recording", op->name);
+      tape->chunks = chunks;
+      tape->chunks_cap = cap;
+    }
+    node *chunk = malloc(CHUNK_NODES * sizeof *chunk);
+    if (!chunk)
+      return ad__error(AD_ENOMEM, "%s: out of memory recording", op->name);
+    tape->chunks[tape->nchunks++] = chunk;
   }
-  node *n = &tape->nodes[tape->nnodes];
+  node *n = node_at(tape, tape->nnodes);
   memset(n, 0, sizeof *n);
   n->op = op;
   n->nin = nin;
@@ -230,12 +262,8 @@ ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
   ad_tensor **nin_t = node_in(n), **nout_t = node_out(n);
   int64_t *in_slot = node_in_slot(n), *out_slot = node_out_slot(n);
   for (int i = 0; i < nin; i++) {
-    intptr_t v;
     nin_t[i] = ad_retain(in[i]);
-    in_slot[i] = (!(op->const_inputs & (1u << i)) &&
-                  ad__idmap_get(&tape->tracked, in[i]->id, &v))
-                     ? (int64_t)v
-                     : -1;
+    in_slot[i] = (op->const_inputs & (1u << i)) ? -1 : slot_of(tape, in[i]);
   }
   for (int j = 0; j < nout; j++) {
     nout_t[j] = ad_retain(out[j]);
@@ -245,7 +273,7 @@ ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
    * releases it with the tape. */
   tape->nnodes++;
   for (int j = 0; j < nout; j++)
-    if (track(tape, out[j], &out_slot[j]) != AD_OK)
+    if (track(tape, out[j], fresh_outputs, &out_slot[j]) != AD_OK)
       return ad__error(AD_ENOMEM, "%s: out of memory recording", op->name);
   if (extra) {
     n->extra = extra;
@@ -349,16 +377,16 @@ static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
     free(keep);
     return ad__error(AD_ENOMEM, "ad_tape_gradient: out of memory");
   }
-  intptr_t v;
+  int64_t v;
   for (int i = 0; i < n; i++)
-    if (ad__idmap_get(&tape->tracked, sources[i]->id, &v)) keep[v] = true;
+    if ((v = slot_of(tape, sources[i])) >= 0) keep[v] = true;
   /* The tape does not record its own backward pass. */
   int ci = ad__ctx_find(tape);
   if (ci >= 0) ad__ctx_pause_at(ci, +1);
-  if (ad__idmap_get(&tape->tracked, target->id, &v)) {
+  if ((v = slot_of(tape, target)) >= 0) {
     grads[v] = ad_retain(seed);
     for (int64_t k = tape->nnodes - 1; k >= 0 && st == AD_OK; k--) {
-      node *nd = &tape->nodes[k];
+      node *nd = node_at(tape, k);
       st = run_node_vjp(nd, grads);
       int64_t *out_slot = node_out_slot(nd);
       for (int j = 0; j < nd->nout; j++) {
@@ -375,7 +403,7 @@ static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
     grads_out[i] = NULL;
     if (st != AD_OK) continue;
     ad_tensor *g = NULL;
-    if (ad__idmap_get(&tape->tracked, sources[i]->id, &v) && grads[v])
+    if ((v = slot_of(tape, sources[i])) >= 0 && grads[v])
       g = ad__own(ad_retain(grads[v]));
     else if (flags & AD_UNCONNECTED_ZERO)
       g = ad__zeros_like(sources[i]);
@@ -547,7 +575,7 @@ ad_status ad__tape_saw_variable(ad_tape *tape, ad_var *v, ad_tensor *value) {
     tape->vars_cap = cap;
   }
   int64_t slot;
-  if (track(tape, value, &slot) != AD_OK) return AD_ENOMEM;
+  if (track(tape, value, false, &slot) != AD_OK) return AD_ENOMEM;
   ad__var_retain(v);
   tape->vars[tape->nvars++] = (seen_var){v, ad_retain(value)};
   return AD_OK;

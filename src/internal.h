@@ -30,6 +30,11 @@ struct ad_tensor {
   int64_t numel;
   double *data;          /* first element (storage->data + offset) */
   ad__storage *storage;
+  /* One annotation the differentiator may write while the tensor is
+   * fresh (made by this thread, seen by nobody else): the serial of the
+   * tape that recorded it and its slot there.  src/ only zeroes it. */
+  uint64_t tape_mark;
+  int64_t tape_slot;
   int64_t shape[AD_MAX_DIMS];
   int64_t strides[AD_MAX_DIMS]; /* in elements; 0 on broadcast views */
 };

@@ -9,7 +9,7 @@
 /* Blocks of 2^k elements for k < CLASS_COUNT come from the pool; larger
  * ones are malloc'ed and freed directly. */
 #define CLASS_COUNT 23
-#define HEADER_CACHE_MAX 65536
+#define HEADER_CACHE_MAX (1 << 20)
 /* Cap the bytes a thread keeps cached so idle threads do not hoard. */
 #define CACHE_BYTES_MAX ((int64_t)512 << 20)
 #define STORAGE_HEADER_BYTES 64

@@ -133,6 +133,7 @@ static ad_tensor *new_header(int ndim, const int64_t *shape) {
   if (!t) return NULL;
   atomic_init(&t->refs, 1);
   t->id = ad__next_id();
+  t->tape_mark = 0;
   t->ndim = ndim;
   t->numel = 1;
   for (int i = 0; i < ndim; i++) {
