@@ -99,6 +99,10 @@ void ad__pool_free_header(ad_tensor *t);
 ad__storage *ad__pool_storage(int64_t numel);
 void ad__pool_free_storage(ad__storage *s);
 void ad__pool_cleanup(void);
+/* Free the calling thread's scope arrays (when no scope is open) and its
+ * random generator (the next draw restarts from the last seed). */
+void ad__scope_cleanup(void);
+void ad__random_cleanup(void);
 
 /* Fault injection for tests: when n > 0, the n-th allocation from now
  * fails (pool or malloc) as out of memory.  0 disables. */

@@ -324,7 +324,9 @@ ad_tensor *ad__k_slice(int nin, ad_tensor *const *in, const ad__attr *a) {
   memcpy(shape, t->shape, sizeof shape);
   memcpy(strides, t->strides, sizeof strides);
   shape[ax] = count;
-  strides[ax] = t->strides[ax] * a->step;
+  /* With at most one element the stride is never followed, and a huge
+   * step must not overflow it. */
+  if (count > 1) strides[ax] = t->strides[ax] * a->step;
   /* An empty slice may start one past the end; keep its data pointer at
    * the base so no out-of-bounds pointer is ever formed. */
   int64_t offset = count > 0 ? start * t->strides[ax] : 0;
@@ -351,9 +353,11 @@ ad_tensor *ad__k_slice_grad(int nin, ad_tensor *const *in,
   }
   int64_t count = g->shape[ax], dim = a->shape[ax];
   if (count > 0) {
-    int64_t last = a->start + (count - 1) * a->step;
-    if (a->step == 0 || a->start < 0 || a->start >= dim || last < 0 ||
-        last >= dim) {
+    int64_t last;
+    bool overflow = __builtin_mul_overflow(count - 1, a->step, &last) ||
+                    __builtin_add_overflow(last, a->start, &last);
+    if (overflow || a->step == 0 || a->start < 0 || a->start >= dim ||
+        last < 0 || last >= dim) {
       ad__error(AD_EINVAL,
                 "%s: %lld entries from %lld by step %lld leave axis %d of "
                 "size %lld",
@@ -366,7 +370,7 @@ ad_tensor *ad__k_slice_grad(int nin, ad_tensor *const *in,
   if (!out || count == 0) return out;
   int64_t dstr[AD_MAX_DIMS];
   memcpy(dstr, out->strides, sizeof dstr);
-  dstr[ax] *= a->step;
+  if (count > 1) dstr[ax] *= a->step;
   copy_block(g->ndim, g->shape, out->data + a->start * out->strides[ax], dstr,
              g->data, g->strides, false);
   return out;

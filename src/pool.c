@@ -155,4 +155,8 @@ void ad__pool_cleanup(void) {
   p->cached_bytes = 0;
 }
 
-void ad_thread_cleanup(void) { ad__pool_cleanup(); }
+void ad_thread_cleanup(void) {
+  ad__scope_cleanup();
+  ad__random_cleanup();
+  ad__pool_cleanup();
+}

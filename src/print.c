@@ -66,7 +66,7 @@ static void put_spaces(sink *s, int n) {
  * text character by character, so a locale's decimal comma does no harm.
  * ---------------------------------------------------------------------- */
 
-/* |x| = 0.d[0]d[1]... * 10^(exp10 + 1), i.e. d[0] is the 10^exp10 digit. */
+/* |x| = d[0].d[1]d[2]... * 10^exp10 (digits as characters). */
 typedef struct decimal {
   char d[40];
   int n;
@@ -438,20 +438,21 @@ static void print_axis(printer *p, int axis, const double *base) {
     return;
   }
   int indent = axis + 1;
-  int blank_lines = t->ndim - axis - 1; /* 2-d blocks part by a blank line */
+  /* Rows end with one newline, 2-d blocks with two, 3-d with three... */
+  int newlines = t->ndim - axis - 1;
   int64_t count = shown_count(&p->view, axis);
   put(p->out, "[", 1);
   for (int64_t k = 0; k < count; k++) {
     if (k > 0) put_spaces(p->out, indent);
     if (k == EDGE_ITEMS && elided(&p->view, axis)) {
       put(p->out, "...", 3);
-      for (int i = 0; i < blank_lines; i++) put(p->out, "\n", 1);
+      for (int i = 0; i < newlines; i++) put(p->out, "\n", 1);
       put_spaces(p->out, indent);
     }
     int64_t i = shown_index(&p->view, axis, k);
     print_axis(p, axis + 1, base + i * t->strides[axis]);
     if (k + 1 < count)
-      for (int j = 0; j < blank_lines; j++) put(p->out, "\n", 1);
+      for (int j = 0; j < newlines; j++) put(p->out, "\n", 1);
   }
   put(p->out, "]", 1);
 }

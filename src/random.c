@@ -8,10 +8,6 @@
 
 #include "internal.h"
 
-/* Frees this thread's generator; the next draw makes a new one from the
- * thread's last seed.  Runs by itself at thread exit and at exit(). */
-void ad__random_cleanup(void);
-
 /* The generator and its state in one block.  gsl_rng_alloc is avoided
  * because on out of memory it calls GSL's error handler, which aborts by
  * default; a gsl_rng is a public two-field struct, so we build our own. */

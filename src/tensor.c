@@ -189,11 +189,11 @@ ad_tensor *ad__view(const ad_tensor *base, int ndim, const int64_t *shape,
 }
 
 void ad__gather_contiguous(const ad_tensor *t, double *out) {
+  if (t->numel == 0) return;
   if (t->contiguous) {
     memcpy(out, t->data, (size_t)t->numel * sizeof(double));
     return;
   }
-  if (t->numel == 0) return;
   int64_t idx[AD_MAX_DIMS] = {0};
   const double *p = t->data;
   for (int64_t n = 0; n < t->numel; n++) {
@@ -259,6 +259,17 @@ static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
   return true;
 }
 
+/* Free the scope stack's arrays once no scope is open, so that a thread
+ * that stops using libad holds no memory. */
+void ad__scope_cleanup(void) {
+  if (scopes.depth != 0) return;
+  free(scopes.owned);
+  free(scopes.frame_start);
+  free(scopes.kept);
+  free(scopes.kept_depth);
+  scopes = (scope_stack){0};
+}
+
 ad_tensor *ad__own(ad_tensor *t) {
   if (!t || scopes.depth == 0) return t;
   if (!grow((void **)&scopes.owned, &scopes.owned_cap, scopes.owned_len + 1,
@@ -304,11 +315,7 @@ ad_status ad_scope_end(void) {
     ad_tensor *t = scopes.kept[--scopes.kept_len];
     if (scopes.depth > 0) ad__own(t);
   }
-  if (scopes.depth == 0) {
-    free(scopes.owned);
-    scopes.owned = NULL;
-    scopes.owned_cap = 0;
-  }
+  if (scopes.depth == 0) ad__scope_cleanup();
   return AD_OK;
 }
 
@@ -336,7 +343,7 @@ int ad__scope_depth(void) { return scopes.depth; }
 ad_tensor *ad_tensor_new(int ndim, const int64_t *shape, const double *data) {
   ad_tensor *t = ad__alloc("ad_tensor_new", ndim, shape);
   if (!t) return NULL;
-  if (data)
+  if (data && t->numel > 0)
     memcpy(t->data, data, (size_t)t->numel * sizeof(double));
   else
     memset(t->data, 0, (size_t)t->numel * sizeof(double));

@@ -96,7 +96,8 @@ ad_tensor *ad_linspace(double a, double b, int64_t n);
 ad_tensor *ad_eye(int64_t n);
 
 /* Seed this thread's random generator (GSL's mt19937).  The same seed
- * gives the same sequence of random tensors on the same thread. */
+ * gives the same sequence of random tensors on the same thread; a thread
+ * that never calls it draws as if it had called ad_seed(0). */
 void ad_seed(uint64_t seed);
 
 /* Uniform values in [lo, hi) (lo < hi, finite) and normal values with the
@@ -122,8 +123,11 @@ double ad_item(const ad_tensor *t);
 ad_status ad_read(const ad_tensor *t, double *out, int64_t n);
 
 /* Print t NumPy-style followed by its shape, e.g.
- * "[[16 19]\n [36 43]] shape=(2, 2)\n".  Large tensors are elided in the
- * middle.  A NULL tensor prints "<null tensor: MESSAGE>". */
+ * "[[16 19]\n [36 43]] shape=(2, 2)\n".  Lines wrap at 75 columns and
+ * tensors of more than 1000 elements are elided in the middle, as NumPy
+ * does.  A NULL tensor prints "<null tensor: MESSAGE>" and ad_fprint then
+ * returns the recorded error's code.  ad_fprint returns AD_EINVAL for a
+ * NULL stream and AD_EIO when writing fails; it flushes the stream. */
 void ad_print(const ad_tensor *t);
 ad_status ad_fprint(FILE *f, const ad_tensor *t);
 
@@ -150,8 +154,10 @@ ad_status ad_scope_end(void);
  * it does nothing.  NULL-safe. */
 ad_tensor *ad_keep(ad_tensor *t);
 
-/* Free this thread's caches of tensor memory.  Called automatically when
- * a thread exits; call it by hand only to return memory early. */
+/* Free this thread's caches of tensor memory, its scope arrays (when no
+ * scope is open) and its random generator (the next draw restarts the
+ * stream from the last seed).  Called automatically when a thread exits;
+ * call it by hand only to return memory early. */
 void ad_thread_cleanup(void);
 
 #ifdef __cplusplus
