@@ -115,9 +115,11 @@ ad_status ad__slice_bounds(const char *op, int64_t dim, int64_t *start,
   else if (b > hi) b = hi;
   if (e < 0) e = e + dim < lo ? lo : e + dim;
   else if (e > hi) e = hi;
+  /* Written so that no intermediate overflows, even for huge steps. */
   int64_t n = 0;
-  if (step > 0 && e > b) n = (e - b + step - 1) / step;
-  if (step < 0 && b > e) n = (b - e + (-step) - 1) / (-step);
+  if (step > 0 && e > b) n = (e - b - 1) / step + 1;
+  if (step < 0 && b > e)
+    n = (int64_t)((uint64_t)(b - e - 1) / (0 - (uint64_t)step)) + 1;
   *start = b;
   *stop = e;
   *count = n;
@@ -177,7 +179,7 @@ ad_tensor *ad__view(const ad_tensor *base, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset) {
   ad_tensor *t = new_header(ndim, shape);
   if (!t) {
-    ad__error(AD_ENOMEM, "out of memory for a tensor view");
+    ad__error(AD_ENOMEM, "ad_view: out of memory for a tensor view");
     return NULL;
   }
   t->storage = base->storage;

@@ -121,7 +121,8 @@ static void test_matmul_inner_mismatch_message(void **state) {
   ad_tensor *a = ad_zeros(2, SHAPE(2, 3));
   ad_tensor *b = ad_zeros(2, SHAPE(4, 5));
   assert_null(ad_matmul(a, b));
-  assert_error(AD_ESHAPE, "ad_matmul: inner dimensions differ: (2, 3) x (4, 5)");
+  assert_error(AD_ESHAPE,
+               "ad_matmul: inner dimensions differ: (2, 3) x (4, 5)");
   assert_null(ad_matmul(ad_zeros(1, SHAPE(3)), ad_zeros(1, SHAPE(4))));
   assert_error(AD_ESHAPE, "ad_matmul: inner dimensions differ: (3,) x (4,)");
 }
@@ -212,6 +213,14 @@ static void test_matmul_irregular_views(void **state) {
   ad_tensor *bc = ad_broadcast_to(row, 2, SHAPE(3, 4)); /* stride 0 */
   check_matmul(bc, noise(2, SHAPE(4, 2), 24));
   check_matmul(noise(2, SHAPE(2, 3), 25), bc);
+  /* Strided and reversed vectors on either side. */
+  ad_tensor *v = ad_slice(noise(1, SHAPE(12), 27), 0, 0, 12, 3); /* (4,) */
+  ad_tensor *vr = ad_slice(noise(1, SHAPE(4), 28), 0, -1, INT64_MIN, -1);
+  check_matmul(v, noise(2, SHAPE(4, 3), 29));
+  check_matmul(noise(3, SHAPE(2, 3, 4), 30), v);
+  check_matmul(vr, noise(2, SHAPE(4, 2), 31));
+  check_matmul(noise(2, SHAPE(5, 4), 32), vr);
+  check_matmul(v, vr);
   ad_tensor *sub = ad_slice(ad_slice(big, 0, 1, 4, 1), 1, 2, 7, 1);
   check_matmul(sub, noise(2, SHAPE(5, 2), 26)); /* row stride 8 > cols */
 }
@@ -223,7 +232,8 @@ static void test_matmul_empty_dimensions(void **state) {
   assert_tensor_near(c, VALUES(0, 0, 0, 0, 0, 0), 6, 0);
   ad_tensor *e = ad_matmul(ad_zeros(2, SHAPE(0, 4)), ad_ones(2, SHAPE(4, 3)));
   assert_shape(e, 2, 0, 3);
-  ad_tensor *eb = ad_matmul(ad_ones(3, SHAPE(0, 2, 4)), ad_ones(2, SHAPE(4, 3)));
+  ad_tensor *eb =
+      ad_matmul(ad_ones(3, SHAPE(0, 2, 4)), ad_ones(2, SHAPE(4, 3)));
   assert_shape(eb, 3, 0, 2, 3);
 }
 
@@ -233,7 +243,8 @@ static void test_matmul_shape_errors(void **state) {
   assert_error(AD_ESHAPE, "ad_matmul");
   assert_null(ad_matmul(ad_zeros(2, SHAPE(2, 2)), ad_scalar(2)));
   assert_error(AD_ESHAPE, "ad_matmul");
-  assert_null(ad_matmul(ad_zeros(3, SHAPE(2, 3, 4)), ad_zeros(3, SHAPE(3, 4, 5))));
+  assert_null(
+      ad_matmul(ad_zeros(3, SHAPE(2, 3, 4)), ad_zeros(3, SHAPE(3, 4, 5))));
   assert_error(AD_ESHAPE, "ad_matmul: batch dimensions cannot broadcast");
   assert_null(ad_matmul(NULL, ad_zeros(2, SHAPE(2, 2))));
   assert_true(ad_error() != AD_OK);
@@ -243,7 +254,8 @@ static void test_matmul_shape_errors(void **state) {
 static void test_matmul_larger_square(void **state) {
   (void)state;
   int64_t n = test_quick() ? 24 : 96;
-  check_matmul(noise(2, (int64_t[]){n, n}, 27), noise(2, (int64_t[]){n, n}, 28));
+  check_matmul(noise(2, (int64_t[]){n, n}, 27),
+               noise(2, (int64_t[]){n, n}, 28));
 }
 
 /* ------------------------------------------------------------------------
@@ -270,7 +282,8 @@ static void test_solve_matrix_rhs(void **state) {
 
 static void test_solve_needs_pivoting(void **state) {
   (void)state;
-  ad_tensor *A = ad_tensor_new(2, SHAPE(3, 3), VALUES(0, 1, 0, 0, 0, 2, 3, 0, 0));
+  ad_tensor *A =
+      ad_tensor_new(2, SHAPE(3, 3), VALUES(0, 1, 0, 0, 0, 2, 3, 0, 0));
   ad_tensor *b = ad_tensor_new(1, SHAPE(3), VALUES(1, 4, 9));
   assert_tensor_near(ad_solve(A, b), VALUES(3, 1, 2), 3, 1e-14);
 }
@@ -281,8 +294,8 @@ static void test_solve_batched_broadcast(void **state) {
   ad_tensor *B = noise(2, SHAPE(3, 2), 33);
   ad_tensor *X = ad_solve(A, B);
   assert_shape(X, 3, 2, 3, 2);
-  assert_tensors_close(naive_matmul(A, X), ad_broadcast_to(B, 3, SHAPE(2, 3, 2)),
-                       1e-12);
+  assert_tensors_close(naive_matmul(A, X),
+                       ad_broadcast_to(B, 3, SHAPE(2, 3, 2)), 1e-12);
   ad_tensor *A1 = well_conditioned(2, SHAPE(3, 3), 34);
   ad_tensor *B3 = noise(4, SHAPE(2, 2, 3, 1), 35);
   ad_tensor *X3 = ad_solve(A1, B3);
@@ -324,7 +337,8 @@ static void test_solve_shape_errors(void **state) {
   assert_error(AD_ESHAPE, "ad_solve");
   assert_null(ad_solve(ad_eye(3), ad_scalar(1)));
   assert_error(AD_ESHAPE, "ad_solve");
-  assert_null(ad_solve(ad_zeros(3, SHAPE(2, 3, 3)), ad_ones(3, SHAPE(4, 3, 1))));
+  assert_null(
+      ad_solve(ad_zeros(3, SHAPE(2, 3, 3)), ad_ones(3, SHAPE(4, 3, 1))));
   assert_error(AD_ESHAPE, "ad_solve");
   assert_null(ad_solve(ad_ones(1, SHAPE(3)), ad_ones(1, SHAPE(3))));
   assert_error(AD_ESHAPE, "ad_solve");
@@ -352,7 +366,8 @@ static void test_inv_batched_times_matrix_is_identity(void **state) {
 
 static void test_inv_singular(void **state) {
   (void)state;
-  ad_tensor *A = ad_tensor_new(3, SHAPE(2, 2, 2), VALUES(1, 0, 0, 1, 1, 1, 1, 1));
+  ad_tensor *A =
+      ad_tensor_new(3, SHAPE(2, 2, 2), VALUES(1, 0, 0, 1, 1, 1, 1, 1));
   assert_null(ad_inv(A));
   assert_error(AD_EINVAL, "ad_inv: matrix is singular");
 }
@@ -368,15 +383,16 @@ static void test_det_known(void **state) {
   assert_shape(d, 0, 0);
   assert_tensor_near(d, VALUES(-14), 1, 1e-14);
   /* A row swap is needed: the sign must follow it. */
-  ad_tensor *B = ad_tensor_new(2, SHAPE(3, 3), VALUES(0, 2, 1, 1, 0, 0, 0, 0, 3));
+  ad_tensor *B =
+      ad_tensor_new(2, SHAPE(3, 3), VALUES(0, 2, 1, 1, 0, 0, 0, 0, 3));
   assert_tensor_near(ad_det(B), VALUES(-6), 1, 1e-14);
   assert_tensor_near(ad_det(ad_transpose(B)), VALUES(-6), 1, 1e-14);
 }
 
 static void test_det_batched_and_singular(void **state) {
   (void)state;
-  ad_tensor *A = ad_tensor_new(
-      4, SHAPE(2, 1, 2, 2), VALUES(1, 2, 2, 4, 2, 0, 0, 5));
+  ad_tensor *A =
+      ad_tensor_new(4, SHAPE(2, 1, 2, 2), VALUES(1, 2, 2, 4, 2, 0, 0, 5));
   ad_tensor *d = ad_det(A);
   assert_shape(d, 2, 2, 1);
   assert_tensor_near(d, VALUES(0, 10), 2, 1e-14);
@@ -386,7 +402,8 @@ static void test_logdet_known(void **state) {
   (void)state;
   ad_tensor *A = ad_tensor_new(2, SHAPE(2, 2), VALUES(3, 8, 4, 6));
   assert_tensor_near(ad_logdet(A), VALUES(log(14.0)), 1, 1e-14);
-  ad_tensor *B = ad_tensor_new(3, SHAPE(2, 2, 2), VALUES(2, 0, 0, 2, 1, 0, 0, 1e-3));
+  ad_tensor *B =
+      ad_tensor_new(3, SHAPE(2, 2, 2), VALUES(2, 0, 0, 2, 1, 0, 0, 1e-3));
   ad_tensor *l = ad_logdet(B);
   assert_shape(l, 1, 2);
   assert_tensor_near(l, VALUES(log(4.0), log(1e-3)), 2, 1e-14);
@@ -408,8 +425,8 @@ static void test_logdet_singular(void **state) {
 
 static void test_cholesky_known(void **state) {
   (void)state;
-  ad_tensor *A = ad_tensor_new(
-      2, SHAPE(3, 3), VALUES(4, 12, -16, 12, 37, -43, -16, -43, 98));
+  ad_tensor *A = ad_tensor_new(2, SHAPE(3, 3),
+                               VALUES(4, 12, -16, 12, 37, -43, -16, -43, 98));
   ad_tensor *L = ad_cholesky(A);
   assert_shape(L, 2, 3, 3);
   assert_tensor_near(L, VALUES(2, 0, 0, 6, 1, 0, -8, 5, 3), 9, 1e-14);
@@ -417,8 +434,8 @@ static void test_cholesky_known(void **state) {
 
 static void test_cholesky_reads_lower_triangle_only(void **state) {
   (void)state;
-  ad_tensor *A = ad_tensor_new(
-      2, SHAPE(3, 3), VALUES(4, 99, -7, 12, 37, 1e9, -16, -43, 98));
+  ad_tensor *A = ad_tensor_new(2, SHAPE(3, 3),
+                               VALUES(4, 99, -7, 12, 37, 1e9, -16, -43, 98));
   assert_tensor_near(ad_cholesky(A), VALUES(2, 0, 0, 6, 1, 0, -8, 5, 3), 9,
                      1e-14);
 }
@@ -435,7 +452,8 @@ static void test_cholesky_batched_reconstructs(void **state) {
   assert_tensors_close(naive_matmul(L, ad_transpose(L)), A, 1e-12);
   for (int b = 0; b < 2; b++)
     for (int i = 0; i < 4; i++)
-      for (int j = i + 1; j < 4; j++) assert_true(L->data[b * 16 + i * 4 + j] == 0);
+      for (int j = i + 1; j < 4; j++)
+        assert_true(L->data[b * 16 + i * 4 + j] == 0);
   assert_tensors_close(ad_cholesky(ad_transpose(A)), L, 1e-12);
 }
 
@@ -486,6 +504,49 @@ static void test_empty_matrices(void **state) {
   assert_shape(ad_inv(NB), 3, 0, 2, 2);
 }
 
+/* Every allocation may fail (the result, dense copies of operands BLAS
+ * cannot read, LU scratch): NULL with AD_ENOMEM and nothing leaked. */
+static void test_out_of_memory_is_an_error(void **state) {
+  (void)state;
+  ad_tensor *a = ad_slice(noise(3, SHAPE(2, 3, 8), 50), 2, 0, 8, 2);
+  ad_tensor *b = ad_slice(noise(2, SHAPE(8, 3), 51), 0, 0, 8, 2);
+  ad_tensor *bt = ad_transpose(b); /* (3, 4), strided */
+  ad_tensor *A = ad_transpose(well_conditioned(3, SHAPE(2, 3, 3), 52));
+  int failures = 0;
+  for (long n = 1; n <= 8; n++) {
+    for (int k = 0; k < 6; k++) {
+      ad_tensor *r;
+      ad__fail_alloc_after(n);
+      switch (k) {
+        case 0:
+          r = ad_matmul(a, b);
+          break;
+        case 1:
+          r = ad_solve(A, bt);
+          break;
+        case 2:
+          r = ad_inv(A);
+          break;
+        case 3:
+          r = ad_det(A);
+          break;
+        case 4:
+          r = ad_logdet(A);
+          break;
+        default:
+          r = ad_cholesky(ad_eye(3));
+          break;
+      }
+      ad__fail_alloc_after(0);
+      if (!r) {
+        failures++;
+        assert_error(AD_ENOMEM, NULL);
+      }
+    }
+  }
+  assert_true(failures > 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       scoped_test(test_matmul_known_values),
@@ -522,6 +583,7 @@ int main(void) {
       scoped_test(test_cholesky_not_positive_definite),
       scoped_test(test_square_matrix_errors),
       scoped_test(test_empty_matrices),
+      scoped_test(test_out_of_memory_is_an_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

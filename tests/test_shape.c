@@ -317,6 +317,17 @@ static void test_slice_of_slice_and_empty(void **state) {
   assert_shape(e2, 1, 0);
   ad_tensor *e3 = ad_slice(x, 0, 2, 6, -1);
   assert_shape(e3, 1, 0);
+  /* A step far beyond the axis picks one element; stride * step would
+   * overflow and must not be formed. */
+  ad_tensor *m = iota(2, SHAPE(10, 10));
+  int64_t huge = (int64_t)1 << 62;
+  ad_tensor *one = ad_slice(m, 0, 3, 10, huge);
+  assert_shape(one, 2, 1, 10);
+  assert_int_equal(ad_numel(one), 10);
+  assert_true(one->data == m->data + 30);
+  ad_tensor *back = ad_slice(m, 0, -2, -20, -huge);
+  assert_shape(back, 2, 1, 10);
+  assert_true(back->data == m->data + 80);
 }
 
 static void test_slice_view_outlives_base(void **state) {
@@ -363,7 +374,7 @@ static void test_concat_axis0_and_last(void **state) {
 static void test_concat_strided_inputs(void **state) {
   (void)state;
   ad_tensor *x = iota(2, SHAPE(2, 3));
-  ad_tensor *t = ad_transpose(x);                    /* (3, 2) */
+  ad_tensor *t = ad_transpose(x); /* (3, 2) */
   ad_tensor *r = ad_slice(iota(2, SHAPE(3, 2)), 0, -1, INT64_MIN, -1);
   ad_tensor *e = ad_zeros(2, SHAPE(3, 0));
   ad_tensor *c = ad_concat(3, (ad_tensor *[]){t, e, r}, 1);
@@ -455,7 +466,10 @@ static void test_gather_errors(void **state) {
 static void test_scatter_add_accumulates_repeats(void **state) {
   (void)state;
   ad_tensor *g = ad_tensor_new(2, SHAPE(3, 2), VALUES(1, 2, 10, 20, 100, 200));
-  ad__attr a = {.axis = 0, .ndim = 2, .shape = {4, 2}, .n = 3,
+  ad__attr a = {.axis = 0,
+                .ndim = 2,
+                .shape = {4, 2},
+                .n = 3,
                 .idx = (const int64_t[]){1, -3, 3}};
   ad_tensor *s = kern(ad__k_scatter_add, 1, &g, &a);
   assert_shape(s, 2, 4, 2);
@@ -483,7 +497,10 @@ static void test_gather_scatter_add_adjoint(void **state) {
 static void test_scatter_add_errors(void **state) {
   (void)state;
   ad_tensor *g = iota(2, SHAPE(2, 3));
-  ad__attr a = {.axis = 0, .ndim = 2, .shape = {4, 3}, .n = 2,
+  ad__attr a = {.axis = 0,
+                .ndim = 2,
+                .shape = {4, 3},
+                .n = 2,
                 .idx = (const int64_t[]){0, 4}};
   assert_null(ad__k_scatter_add(1, &g, &a));
   assert_error(AD_EINVAL, "index 4");
@@ -504,8 +521,7 @@ static void test_scatter_add_errors(void **state) {
 static void test_slice_grad_places_values(void **state) {
   (void)state;
   ad_tensor *g = ad_tensor_new(2, SHAPE(2, 2), VALUES(1, 2, 3, 4));
-  ad__attr a = {.axis = 1, .ndim = 2, .shape = {2, 5}, .start = 4,
-                .step = -3};
+  ad__attr a = {.axis = 1, .ndim = 2, .shape = {2, 5}, .start = 4, .step = -3};
   ad_tensor *r = kern(ad__k_slice_grad, 1, &g, &a);
   assert_shape(r, 2, 2, 5);
   assert_tensor_near(r, VALUES(0, 2, 0, 0, 1, 0, 4, 0, 0, 3), 10, 0);
@@ -516,8 +532,11 @@ static void test_slice_slice_grad_adjoint(void **state) {
   struct {
     int axis;
     int64_t start, stop, step;
-  } cases[] = {{0, 1, 5, 2}, {1, -1, INT64_MIN, -1}, {-1, 0, 6, 3},
-               {2, 5, 0, -2}, {0, 3, 3, 1}};
+  } cases[] = {{0, 1, 5, 2},
+               {1, -1, INT64_MIN, -1},
+               {-1, 0, 6, 3},
+               {2, 5, 0, -2},
+               {0, 3, 3, 1}};
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     ad_tensor *x = noise(3, SHAPE(6, 6, 6), 3 + c);
     ad_tensor *y = ad_slice(x, cases[c].axis, cases[c].start, cases[c].stop,
@@ -526,10 +545,12 @@ static void test_slice_slice_grad_adjoint(void **state) {
     ad_tensor *g = noise(y->ndim, y->shape, 11 + c);
     int ax = cases[c].axis < 0 ? cases[c].axis + 3 : cases[c].axis;
     int64_t start = cases[c].start, stop = cases[c].stop, count;
-    assert_int_equal(ad__slice_bounds("t", 6, &start, &stop, cases[c].step,
-                                      &count),
-                     AD_OK);
-    ad__attr a = {.axis = ax, .ndim = 3, .shape = {6, 6, 6}, .start = start,
+    assert_int_equal(
+        ad__slice_bounds("t", 6, &start, &stop, cases[c].step, &count), AD_OK);
+    ad__attr a = {.axis = ax,
+                  .ndim = 3,
+                  .shape = {6, 6, 6},
+                  .start = start,
                   .step = cases[c].step};
     ad_tensor *xt = kern(ad__k_slice_grad, 1, &g, &a);
     assert_shape(xt, 3, 6, 6, 6);
@@ -540,8 +561,7 @@ static void test_slice_slice_grad_adjoint(void **state) {
 static void test_slice_grad_errors(void **state) {
   (void)state;
   ad_tensor *g = iota(2, SHAPE(2, 3));
-  ad__attr a = {.axis = 0, .ndim = 2, .shape = {4, 4}, .start = 0,
-                .step = 1};
+  ad__attr a = {.axis = 0, .ndim = 2, .shape = {4, 4}, .start = 0, .step = 1};
   assert_null(ad__k_slice_grad(1, &g, &a));
   assert_error(AD_ESHAPE, "ad_slice_grad");
   a.shape[1] = 3;
@@ -566,6 +586,58 @@ static void test_identity_is_new_view(void **state) {
   assert_int_equal(y->strides[0], x->strides[0]);
   assert_int_equal(y->strides[1], x->strides[1]);
   assert_tensors_close(y, x, 0);
+}
+
+/* Every allocation a shape kernel makes may fail (the result, a view
+ * header): NULL with AD_ENOMEM and nothing leaked. */
+static void test_out_of_memory_is_an_error(void **state) {
+  (void)state;
+  ad_tensor *x = ad_transpose(iota(2, SHAPE(3, 4)));
+  int failures = 0;
+  for (long n = 1; n <= 4; n++) {
+    for (int k = 0; k < 7; k++) {
+      ad_tensor *r;
+      ad__fail_alloc_after(n);
+      switch (k) {
+        case 0:
+          r = ad_reshape(x, 1, SHAPE(12));
+          break;
+        case 1:
+          r = ad_slice(x, 0, 0, 4, 2);
+          break;
+        case 2:
+          r = ad_concat(2, (ad_tensor *[]){x, x}, 0);
+          break;
+        case 3:
+          r = ad_stack(2, (ad_tensor *[]){x, x}, 0);
+          break;
+        case 4:
+          r = ad_gather(x, 1, (const int64_t[]){0, 2}, 2);
+          break;
+        case 5: {
+          ad__attr a = {
+              .axis = 0, .ndim = 2, .shape = {8, 3}, .start = 0, .step = 2};
+          r = kern(ad__k_slice_grad, 1, &x, &a);
+          break;
+        }
+        default: {
+          ad__attr a = {.axis = 0,
+                        .ndim = 2,
+                        .shape = {4, 3},
+                        .n = 4,
+                        .idx = (const int64_t[]){0, 1, 1, 3}};
+          r = kern(ad__k_scatter_add, 1, &x, &a);
+          break;
+        }
+      }
+      ad__fail_alloc_after(0);
+      if (!r) {
+        failures++;
+        assert_error(AD_ENOMEM, NULL);
+      }
+    }
+  }
+  assert_true(failures > 0);
 }
 
 int main(void) {
@@ -607,6 +679,7 @@ int main(void) {
       scoped_test(test_slice_slice_grad_adjoint),
       scoped_test(test_slice_grad_errors),
       scoped_test(test_identity_is_new_view),
+      scoped_test(test_out_of_memory_is_an_error),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
