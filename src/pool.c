@@ -13,6 +13,10 @@
 /* Cap the bytes a thread keeps cached so idle threads do not hoard. */
 #define CACHE_BYTES_MAX ((int64_t)512 << 20)
 #define STORAGE_HEADER_BYTES 64
+/* Blocks above the largest class are cached too, a few at a time, and
+ * reused for requests they fit without wasting more than a third: fresh
+ * large blocks come from mmap and cost a page fault per page. */
+#define LARGE_CACHE 4
 
 typedef struct free_node {
   struct free_node *next;
@@ -22,6 +26,7 @@ typedef struct pool {
   free_node *headers;
   long header_count;
   free_node *blocks[CLASS_COUNT];
+  ad__storage *large[LARGE_CACHE];
   int64_t cached_bytes;
   bool registered; /* thread-exit destructor armed */
 } pool;
@@ -107,6 +112,22 @@ ad__storage *ad__pool_storage(int64_t numel) {
     s->data = (double *)(void *)((char *)s + STORAGE_HEADER_BYTES);
     return s;
   }
+  if (k < 0) {
+    int best = -1;
+    for (int i = 0; i < LARGE_CACHE; i++) {
+      ad__storage *c = p->large[i];
+      if (c && c->capacity >= numel && c->capacity <= numel + numel / 2 &&
+          (best < 0 || c->capacity < p->large[best]->capacity))
+        best = i;
+    }
+    if (best >= 0) {
+      ad__storage *s = p->large[best];
+      p->large[best] = NULL;
+      p->cached_bytes -= (int64_t)block_bytes(s->capacity);
+      atomic_init(&s->refs, 1);
+      return s;
+    }
+  }
   if (!p->registered) register_thread();
   int64_t capacity = k >= 0 ? (int64_t)1 << k : (numel < 1 ? 1 : numel);
   if ((uint64_t)capacity > (SIZE_MAX - STORAGE_HEADER_BYTES) / 8 / 2)
@@ -126,8 +147,28 @@ void ad__pool_free_storage(ad__storage *s) {
   pool *p = &thread_pool;
   int k = s->size_class;
   int64_t bytes = (int64_t)block_bytes(s->capacity);
-  if (k < 0 || p->cached_bytes + bytes > CACHE_BYTES_MAX) {
+  if (p->cached_bytes + bytes > CACHE_BYTES_MAX) {
     free(s);
+    return;
+  }
+  if (k < 0) {
+    /* Keep the newest large blocks: replace an empty slot or the
+     * smallest cached one. */
+    int slot = 0;
+    for (int i = 0; i < LARGE_CACHE; i++) {
+      if (!p->large[i]) {
+        slot = i;
+        break;
+      }
+      if (p->large[i]->capacity < p->large[slot]->capacity) slot = i;
+    }
+    if (p->large[slot]) {
+      p->cached_bytes -= (int64_t)block_bytes(p->large[slot]->capacity);
+      free(p->large[slot]);
+    }
+    if (!p->registered) register_thread();
+    p->large[slot] = s;
+    p->cached_bytes += bytes;
     return;
   }
   if (!p->registered) register_thread();
@@ -151,6 +192,10 @@ void ad__pool_cleanup(void) {
       p->blocks[k] = n->next;
       free(n);
     }
+  }
+  for (int i = 0; i < LARGE_CACHE; i++) {
+    free(p->large[i]);
+    p->large[i] = NULL;
   }
   p->cached_bytes = 0;
 }
