@@ -162,7 +162,8 @@ static ad_status propagate_level(int li, const ad__op *op, int nin,
       st = ad__error(AD_EUNIMPL, "%s: no forward-mode (JVP) rule",
                      op->name);
     } else {
-      ad__opctx c = {op, nin, nout, in, out, attr, extra};
+      ad__opctx c = {op, nin, nout, in, out, attr, extra,
+                     nout == 1 ? ad__broadcast_mask(nin, in, out[0]) : 0};
       ad_tensor *tout[MAX_OUT] = {0};
       /* Only contexts opened before this level see the rule's ops. */
       ad__ctx_pause_from(li, +1);

@@ -16,6 +16,8 @@ typedef struct ad__opctx {
   ad_tensor *const *out;  /* primal outputs */
   const ad__attr *attr;   /* the op's attributes */
   void *extra;            /* per-application state (custom ops) */
+  unsigned broadcast_inputs; /* bit i: in[i]'s shape differs from out[0]'s
+                                (set for ops with one output) */
 } ad__opctx;
 
 /* A VJP rule: given the cotangents gout[0..nout) of the outputs (NULL
@@ -215,6 +217,17 @@ void ad__var_retain(ad_var *v);
 
 /* Sum g down to the shape of like (undoing broadcasting). */
 ad_tensor *ad__unbroadcast(ad_tensor *g, const ad_tensor *like);
+/* The same for input i of an op with one output, without touching the
+ * input's header when the op saw no broadcasting there (the backward pass
+ * visits headers that are long out of cache). */
+static inline ad_tensor *ad__unbroadcast_input(const ad__opctx *c,
+                                               ad_tensor *g, int i) {
+  if (!g || !(c->broadcast_inputs & (1u << i))) return g;
+  return ad__unbroadcast(g, c->in[i]);
+}
+/* The broadcast_inputs mask of an application. */
+unsigned ad__broadcast_mask(int nin, ad_tensor *const *in,
+                            const ad_tensor *out);
 /* True when a and b have the same shape. */
 static inline bool ad__same_shape(const ad_tensor *a, const ad_tensor *b) {
   if (a->ndim != b->ndim) return false;

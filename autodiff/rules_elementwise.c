@@ -16,7 +16,7 @@ static ad_status grad_input(const ad__opctx *c, const bool *need,
                             ad_tensor *d_or_null) {
   if (!need[i]) return AD_OK;
   ad_tensor *prod = d_or_null ? ad_mul(g, d_or_null) : g;
-  gin[i] = ad__unbroadcast(prod, c->in[i]);
+  gin[i] = ad__unbroadcast_input(c, prod, i);
   return ok_or_error(gin[i]);
 }
 
@@ -150,11 +150,11 @@ ad_status ad__vjp_where(const ad__opctx *c, ad_tensor *const *gout,
                         const bool *need, ad_tensor **gin) {
   ad_tensor *zero = ad_scalar(0.0);
   if (need[1]) {
-    gin[1] = ad__unbroadcast(ad_where(c->in[0], gout[0], zero), c->in[1]);
+    gin[1] = ad__unbroadcast_input(c, ad_where(c->in[0], gout[0], zero), 1);
     if (!gin[1]) return ad_error();
   }
   if (need[2]) {
-    gin[2] = ad__unbroadcast(ad_where(c->in[0], zero, gout[0]), c->in[2]);
+    gin[2] = ad__unbroadcast_input(c, ad_where(c->in[0], zero, gout[0]), 2);
     if (!gin[2]) return ad_error();
   }
   return AD_OK;
@@ -175,9 +175,9 @@ static ad_status binary_vjp(const ad__opctx *c, partials_fn partials,
   ad_tensor *da = NULL, *db = NULL;
   ad_status st = partials(c, need[0], need[1], &da, &db);
   if (st) return st;
-  if (need[0] && !(gin[0] = ad__unbroadcast(ad_mul(g, da), X0)))
+  if (need[0] && !(gin[0] = ad__unbroadcast_input(c, ad_mul(g, da), 0)))
     return ad_error();
-  if (need[1] && !(gin[1] = ad__unbroadcast(ad_mul(g, db), X1)))
+  if (need[1] && !(gin[1] = ad__unbroadcast_input(c, ad_mul(g, db), 1)))
     return ad_error();
   return AD_OK;
 }

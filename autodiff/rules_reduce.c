@@ -72,8 +72,8 @@ ad_status ad__jvp_prod(const ad__opctx *c, ad_tensor *const *tin,
                   reduce_like_output(c, ad_mul(tin[0], prod_partials(c))));
 }
 
-/* max/min: the gradient is shared evenly by the elements that attain the
- * extreme, which matches central differences at ties. */
+/* max/min: the gradient is shared evenly by the k elements that attain
+ * the extreme (a subgradient; central differences agree for k = 2). */
 static ad_tensor *extreme_weights(const ad__opctx *c) {
   ad_tensor *hit = ad_equal(X0, spread(c, Y));
   ad_tensor *count = ad_sum(hit, c->attr->naxes, c->attr->axes, true);

@@ -5,6 +5,14 @@ ad_tensor *ad__zeros_like(const ad_tensor *t) {
   return ad_zeros(t->ndim, t->shape);
 }
 
+unsigned ad__broadcast_mask(int nin, ad_tensor *const *in,
+                            const ad_tensor *out) {
+  unsigned mask = 0;
+  for (int i = 0; i < nin && i < 32; i++)
+    if (!ad__same_shape(in[i], out)) mask |= 1u << i;
+  return mask;
+}
+
 ad_tensor *ad__unbroadcast(ad_tensor *g, const ad_tensor *like) {
   if (!g) return NULL;
   if (g->ndim == like->ndim) {

@@ -10,6 +10,8 @@
 typedef struct node {
   const ad__op *op;
   int nin, nout;
+  unsigned broadcast_inputs; /* see ad__opctx */
+  bool released;             /* references dropped early (see backward) */
   ad__attr *attr;  /* a copy, or NULL for ops without attributes */
   void *extra;     /* custom-op state, released through op->free_extra */
   /* Inputs and outputs (retained) with their slots: inline for small
@@ -65,6 +67,8 @@ static int64_t *node_out_slot(node *n) {
 }
 
 static void node_release(node *n) {
+  if (n->released) return;
+  n->released = true;
   ad_tensor **in = node_in(n), **out = node_out(n);
   for (int i = 0; i < n->nin; i++) ad_release(in[i]);
   for (int j = 0; j < n->nout; j++) ad_release(out[j]);
@@ -269,6 +273,7 @@ ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
     nout_t[j] = ad_retain(out[j]);
     out_slot[j] = -1;
   }
+  n->broadcast_inputs = nout == 1 ? ad__broadcast_mask(nin, in, out[0]) : 0;
   /* Count the node before tracking outputs so that a failure below still
    * releases it with the tape. */
   tape->nnodes++;
@@ -342,7 +347,8 @@ static ad_status run_node_vjp(node *n, ad_tensor **grads) {
   /* Built-in single-output rules may assume a cotangent. */
   ad_scope_begin();
   if (n->nout == 1 && !gout[0]) gout[0] = ad__zeros_like(out[0]);
-  ad__opctx c = {op, n->nin, n->nout, in, out, n->attr, n->extra};
+  ad__opctx c = {op,     n->nin,   n->nout, in,
+                 out,    n->attr,  n->extra, n->broadcast_inputs};
   st = op->vjp(&c, gout, need, gin);
   for (int i = 0; st == AD_OK && i < n->nin; i++) {
     if (!need[i] || !gin[i]) continue;
@@ -366,9 +372,23 @@ done:
 }
 
 /* One backward sweep from target (seeded with seed) to the sources. */
+/* Ask the cache for the tensor headers of node k, which the sweep reaches
+ * soon: on a long tape they were evicted long ago. */
+static void prefetch_node(const ad_tape *tape, int64_t k) {
+  if (k < 0) return;
+  node *n = node_at(tape, k);
+  ad_tensor **in = node_in(n), **out = node_out(n);
+  for (int i = 0; i < n->nin && i < INLINE_IN; i++) __builtin_prefetch(in[i]);
+  __builtin_prefetch(out[0]);
+}
+
+/* One backward sweep from target (seeded with seed) to the sources.  With
+ * consume, each node's references are dropped as soon as its rule ran,
+ * while its tensors are still in cache (the tape is spent afterwards). */
 static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
                           int n, ad_tensor *const *sources,
-                          ad_tensor **grads_out, unsigned flags) {
+                          ad_tensor **grads_out, unsigned flags,
+                          bool consume) {
   ad_status st = AD_OK;
   ad_tensor **grads = calloc((size_t)(tape->nslots + 1), sizeof *grads);
   bool *keep = calloc((size_t)(tape->nslots + 1), sizeof *keep);
@@ -387,7 +407,9 @@ static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
     grads[v] = ad_retain(seed);
     for (int64_t k = tape->nnodes - 1; k >= 0 && st == AD_OK; k--) {
       node *nd = node_at(tape, k);
+      prefetch_node(tape, k - 2);
       st = run_node_vjp(nd, grads);
+      if (consume) node_release(nd);
       int64_t *out_slot = node_out_slot(nd);
       for (int j = 0; j < nd->nout; j++) {
         int64_t s = out_slot[j];
@@ -485,8 +507,9 @@ ad_status ad_tape_gradients(ad_tape *tape, ad_tensor *target,
   ad_status st = check_request(tape, target, target_grad, n, sources,
                                "ad_tape_gradients", &seed);
   if (st != AD_OK) return st;
-  st = backward(tape, target, seed, n, sources, grads, flags);
-  if (st == AD_OK) finish_call(tape);
+  bool consume = !(tape->flags & AD_TAPE_PERSISTENT);
+  st = backward(tape, target, seed, n, sources, grads, flags, consume);
+  if (st == AD_OK || consume) finish_call(tape);
   return st;
 }
 
@@ -500,11 +523,11 @@ ad_tensor *ad_tape_gradient(ad_tape *tape, ad_tensor *target,
   if (check_request(tape, target, NULL, 1, &source, "ad_tape_gradient",
                     &seed) != AD_OK)
     return NULL;
-  if (backward(tape, target, seed, 1, &source, &g, AD_UNCONNECTED_ZERO) !=
-      AD_OK)
-    return NULL;
-  finish_call(tape);
-  return g;
+  bool consume = !(tape->flags & AD_TAPE_PERSISTENT);
+  ad_status st = backward(tape, target, seed, 1, &source, &g,
+                          AD_UNCONNECTED_ZERO, consume);
+  if (st == AD_OK || consume) finish_call(tape);
+  return st == AD_OK ? g : NULL;
 }
 
 ad_tensor *ad_tape_jacobian(ad_tape *tape, ad_tensor *target,
@@ -535,7 +558,7 @@ ad_tensor *ad_tape_jacobian(ad_tape *tape, ad_tensor *target,
     }
     seed->data[e] = 1.0;
     st = backward(tape, target, seed, 1, &source, &rows[e],
-                  AD_UNCONNECTED_ZERO);
+                  AD_UNCONNECTED_ZERO, false);
   }
   if (st == AD_OK) {
     int64_t shape[2 * AD_MAX_DIMS];

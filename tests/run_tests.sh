@@ -9,7 +9,7 @@ for bin in "$@"; do
   out=$(CMOCKA_MESSAGE_OUTPUT=stdout $runner "$bin" 2>&1); rc=$?
   # Show only what went wrong: cmocka's failure details and sanitizer or
   # valgrind reports.
-  printf '%s\n' "$out" | grep -E '^\[ +(FAILED|ERROR|LINE) +\]|==[0-9]+==|runtime error|Sanitizer' \
+  printf '%s\n' "$out" | grep -E '^\[ +(FAILED|ERROR|LINE) +\]|^\[(values|first order|adjoint|second order|third order)\]|==[0-9]+==|runtime error|Sanitizer' \
     | head -40
   p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
   f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
