@@ -186,5 +186,9 @@ ad_tensor *ad_max_pool2d(ad_tensor *x, int kh, int kw, int sh, int sw) {
 }
 
 ad_tensor *ad_stop_gradient(ad_tensor *t) {
+  if (!t) {
+    ad__error_null_arg("ad_stop_gradient", "t");
+    return NULL;
+  }
   return ad__dispatch(AD__OP_identity, 1, &t, NULL);
 }

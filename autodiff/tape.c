@@ -73,11 +73,15 @@ static void node_release(node *n) {
   for (int i = 0; i < n->nin; i++) ad_release(in[i]);
   for (int j = 0; j < n->nout; j++) ad_release(out[j]);
   if (n->extra && n->op->free_extra) n->op->free_extra(n->extra);
-  free(n->attr);
-  free(n->in_heap);
-  free(n->out_heap);
-  free(n->in_slot_heap);
-  free(n->out_slot_heap);
+  if (n->attr) free(n->attr);
+  if (n->nin > INLINE_IN) {
+    free(n->in_heap);
+    free(n->in_slot_heap);
+  }
+  if (n->nout > 1) {
+    free(n->out_heap);
+    free(n->out_slot_heap);
+  }
 }
 
 static void release_record(ad_tape *tape) {
@@ -300,11 +304,22 @@ static bool same_shape(const ad_tensor *a, const ad_tensor *b) {
 
 /* Add g (borrowed) into *acc (owned reference). */
 static ad_status accumulate(ad_tensor **acc, ad_tensor *g) {
-  if (!*acc) {
+  ad_tensor *a = *acc;
+  if (!a) {
     *acc = ad_retain(g);
     return AD_OK;
   }
-  ad_tensor *sum = ad_add(*acc, g);
+  /* When nothing differentiates this pass and the accumulator is ours
+   * alone, add in place: it is invisible outside the sweep, so the
+   * immutability of tensors is not observable, and a parameter used many
+   * times costs no allocation per use. */
+  if (!ad__ad_active() && atomic_load(&a->refs) == 1 &&
+      atomic_load(&a->storage->refs) == 1 && a->contiguous &&
+      g->contiguous && a->numel == g->numel) {
+    for (int64_t i = 0; i < a->numel; i++) a->data[i] += g->data[i];
+    return AD_OK;
+  }
+  ad_tensor *sum = ad_add(a, g);
   if (!sum) return ad_error();
   ad_release(*acc);
   *acc = ad_retain(sum);

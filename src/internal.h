@@ -22,6 +22,12 @@ typedef struct ad__storage {
   double *data;     /* 64-byte aligned */
 } ad__storage;
 
+/* Tensors of at most this many elements keep their data in their own
+ * header (one allocation instead of two). */
+#define AD__EMBEDDED_ELEMS 4
+/* ad__storage.size_class of storage embedded in a tensor header. */
+#define AD__EMBEDDED_CLASS (-2)
+
 struct ad_tensor {
   atomic_long refs;
   uint64_t id;           /* unique per process, never reused */
@@ -37,6 +43,10 @@ struct ad_tensor {
   int64_t tape_slot;
   int64_t shape[AD_MAX_DIMS];
   int64_t strides[AD_MAX_DIMS]; /* in elements; 0 on broadcast views */
+  /* Storage for small tensors.  Views of such a tensor reference it, so
+   * the header outlives the tensor until the last view is gone. */
+  ad__storage embedded;
+  double embedded_data[AD__EMBEDDED_ELEMS];
 };
 
 /* ------------------------------------------------------------------------
@@ -107,7 +117,11 @@ void ad__random_cleanup(void);
 /* Fault injection for tests: when n > 0, the n-th allocation from now
  * fails (pool or malloc) as out of memory.  0 disables. */
 void ad__fail_alloc_after(long n);
-bool ad__alloc_should_fail(void);
+extern _Thread_local long ad__fail_countdown;
+static inline bool ad__alloc_should_fail(void) {
+  if (__builtin_expect(ad__fail_countdown <= 0, 1)) return false;
+  return --ad__fail_countdown == 0;
+}
 
 /* A fresh tensor id (per-thread counter with a thread tag). */
 uint64_t ad__next_id(void);

@@ -32,7 +32,7 @@ typedef struct pool {
 } pool;
 
 static _Thread_local pool thread_pool;
-static _Thread_local long fail_countdown;
+_Thread_local long ad__fail_countdown;
 
 static pthread_key_t exit_key;
 static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
@@ -54,12 +54,7 @@ static void register_thread(void) {
   thread_pool.registered = true;
 }
 
-void ad__fail_alloc_after(long n) { fail_countdown = n; }
-
-bool ad__alloc_should_fail(void) {
-  if (fail_countdown <= 0) return false;
-  return --fail_countdown == 0;
-}
+void ad__fail_alloc_after(long n) { ad__fail_countdown = n; }
 
 ad_tensor *ad__pool_header(void) {
   if (ad__alloc_should_fail()) return NULL;

@@ -152,7 +152,16 @@ ad_tensor *ad__alloc(const char *op, int ndim, const int64_t *shape) {
     ad__error(AD_ENOMEM, "%s: out of memory for a tensor header", op);
     return NULL;
   }
-  t->storage = ad__pool_storage(t->numel);
+  if (t->numel <= AD__EMBEDDED_ELEMS) {
+    ad__storage *e = &t->embedded;
+    atomic_init(&e->refs, 1);
+    e->size_class = AD__EMBEDDED_CLASS;
+    e->capacity = AD__EMBEDDED_ELEMS;
+    e->data = t->embedded_data;
+    t->storage = e;
+  } else {
+    t->storage = ad__pool_storage(t->numel);
+  }
   if (!t->storage) {
     char buf[AD__SHAPE_STR];
     ad__error(AD_ENOMEM, "%s: out of memory for a tensor of shape %s", op,
@@ -229,9 +238,18 @@ void ad_release(ad_tensor *t) {
   if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
     return;
   ad__storage *s = t->storage;
-  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
-    ad__pool_free_storage(s);
-  ad__pool_free_header(t);
+  bool own_embedded = s == &t->embedded;
+  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
+    if (s->size_class == AD__EMBEDDED_CLASS)
+      /* The last reference to embedded storage frees the header that
+       * holds it: this tensor's, or a dead base's a view kept alive. */
+      ad__pool_free_header(
+          (ad_tensor *)(void *)((char *)s - offsetof(ad_tensor, embedded)));
+    else
+      ad__pool_free_storage(s);
+  }
+  /* A header holding storage that views still use stays until they go. */
+  if (!own_embedded) ad__pool_free_header(t);
 }
 
 /* ------------------------------------------------------------------------
