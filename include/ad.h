@@ -12,6 +12,7 @@
  *   ad/tensor.h    tensors, scopes (memory), errors, random numbers
  *   ad/ops.h       the differentiable operations
  *   ad/autodiff.h  tapes, forward accumulators, variables, ad_grad & co.
+ *   ad/check.h     the derivative checker (finite differences, any order)
  *
  * Memory: every tensor a call returns belongs to the innermost scope open
  * on the calling thread; ad_scope_end() releases them all and ad_keep()
@@ -45,5 +46,6 @@
 #include "ad/tensor.h"
 #include "ad/ops.h"
 #include "ad/autodiff.h"
+#include "ad/check.h"
 
 #endif /* AD_H */
