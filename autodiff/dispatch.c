@@ -1,5 +1,6 @@
 /* The dispatcher: runs an op's kernel, then lets every active forward
  * level and recording tape see it. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,15 +78,74 @@ ad_status ad__ctx_remove(void *obj, bool strict, const char *op) {
   return AD_OK;
 }
 
-void ad__ctx_pause_from(int from, int delta) {
-  for (int i = from; i < ad__contexts.n; i++)
+void ad__ctx_pause_range(int from, int to, int delta) {
+  for (int i = from; i < to && i < ad__contexts.n; i++)
     ad__contexts.items[i].paused += delta;
   recount_active();
+}
+
+void ad__ctx_pause_from(int from, int delta) {
+  ad__ctx_pause_range(from, ad__contexts.n, delta);
 }
 
 void ad__ctx_pause_at(int i, int delta) {
   ad__contexts.items[i].paused += delta;
   recount_active();
+}
+
+bool ad_set_anomaly_detection(bool on) {
+  bool was = ad__contexts.anomaly;
+  ad__contexts.anomaly = on;
+  return was;
+}
+
+bool ad_anomaly_detection(void) { return ad__contexts.anomaly; }
+
+/* The first non-finite element of t, or -1. */
+static int64_t first_nonfinite(const ad_tensor *t) {
+  if (t->numel == 0) return -1;
+  int64_t idx[AD_MAX_DIMS] = {0};
+  const double *p = t->data;
+  for (int64_t n = 0; n < t->numel; n++) {
+    if (!isfinite(*p)) return n;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+      if (++idx[d] < t->shape[d]) {
+        p += t->strides[d];
+        break;
+      }
+      p -= t->strides[d] * (t->shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+  return -1;
+}
+
+bool ad__anomaly_found(const char *op, const char *what, int nin,
+                       ad_tensor *const *in, const ad_tensor *out) {
+  int64_t bad = first_nonfinite(out);
+  if (bad < 0) return false;
+  for (int i = 0; i < nin; i++)
+    if (first_nonfinite(in[i]) >= 0) return false;
+  char shapes[4 * AD__SHAPE_STR] = "", one[AD__SHAPE_STR];
+  size_t used = 0;
+  for (int i = 0; i < nin && used < sizeof shapes - AD__SHAPE_STR - 4; i++)
+    used += (size_t)snprintf(shapes + used, sizeof shapes - used, "%s%s",
+                             i ? ", " : "",
+                             ad__shape_str(one, in[i]->ndim, in[i]->shape));
+  /* Read the value through the strides: the same walk as above. */
+  ad_tensor *dense = ad__contiguous((ad_tensor *)out);
+  double v = dense ? dense->data[bad] : NAN;
+  ad_release(dense);
+  char where[96] = "";
+  if (ad__contexts.backward_op)
+    snprintf(where, sizeof where, " (in the backward pass of %s)",
+             ad__contexts.backward_op);
+  ad__error(AD_ECHECK,
+            "%s: anomaly: %s %s has %g at element %lld although the "
+            "inputs, of shapes %s, are finite%s",
+            op, what, ad__shape_str(one, out->ndim, out->shape), v,
+            (long long)bad, nin ? shapes : "()", where);
+  return true;
 }
 
 bool ad_pause_recording(bool paused) {
@@ -226,6 +286,11 @@ ad_tensor *ad__dispatch(ad__op_id id, int nin, ad_tensor *const *in,
   }
   ad_tensor *out = op->kernel(nin, in, attr);
   if (!out) return NULL;
+  if (__builtin_expect(ad__contexts.anomaly, 0) &&
+      ad__anomaly_found(op->name, "output", nin, in, out)) {
+    ad_release(out);
+    return NULL;
+  }
   /* The no-AD path: one thread-local check. */
   if (!ad__ad_active()) return ad__own(out);
   if (ad__record(op, nin, in, 1, &out, true, attr, NULL, NULL) != AD_OK) {

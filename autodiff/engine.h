@@ -172,6 +172,8 @@ typedef struct ad__ctx_stack {
   int n, cap;
   int active;      /* contexts with paused == 0, unless all paused */
   int global_pause;
+  bool anomaly;    /* ad_set_anomaly_detection */
+  const char *backward_op; /* the op whose VJP rule runs, for messages */
 } ad__ctx_stack;
 
 extern _Thread_local ad__ctx_stack ad__contexts;
@@ -186,10 +188,19 @@ int ad__ctx_find(const void *obj);
 /* Pause (delta = +1) or resume (-1) contexts from index `from` to the
  * top. */
 void ad__ctx_pause_from(int from, int delta);
+/* Pause or resume the contexts at indices from..to-1. */
+void ad__ctx_pause_range(int from, int to, int delta);
 /* Pause or resume the context at index i alone. */
 void ad__ctx_pause_at(int i, int delta);
 /* True when some tape or level is active on this thread. */
 static inline bool ad__ad_active(void) { return ad__contexts.active > 0; }
+
+/* Anomaly detection: true (with an AD_ECHECK error naming op, the
+ * inputs' shapes and the first bad element) when out holds NaN or Inf but
+ * no input does.  what names the value ("output", "gradient of input
+ * 1"). */
+bool ad__anomaly_found(const char *op, const char *what, int nin,
+                       ad_tensor *const *in, const ad_tensor *out);
 
 /* Internal hooks the dispatcher calls (tape.c and forward.c). */
 bool ad__tape_tracks_any(const ad_tape *tape, int nin, ad_tensor *const *in,

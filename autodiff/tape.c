@@ -364,7 +364,25 @@ static ad_status run_node_vjp(node *n, ad_tensor **grads) {
   if (n->nout == 1 && !gout[0]) gout[0] = ad__zeros_like(out[0]);
   ad__opctx c = {op,     n->nin,   n->nout, in,
                  out,    n->attr,  n->extra, n->broadcast_inputs};
+  const char *outer_op = ad__contexts.backward_op;
+  ad__contexts.backward_op = op->name;
   st = op->vjp(&c, gout, need, gin);
+  ad__contexts.backward_op = outer_op;
+  /* Anomaly detection names the first rule that turns finite cotangents
+   * and inputs into a non-finite gradient. */
+  for (int i = 0; st == AD_OK && ad__contexts.anomaly && i < n->nin; i++) {
+    if (!need[i] || !gin[i]) continue;
+    char what[48];
+    snprintf(what, sizeof what, "backward: gradient of input %d", i);
+    ad_tensor *seen[2 * INLINE_IN + 2];
+    int nseen = 0;
+    for (int j = 0; j < n->nout && nseen < INLINE_IN + 1; j++)
+      if (gout[j]) seen[nseen++] = gout[j];
+    for (int k = 0; k < n->nin && nseen < 2 * INLINE_IN + 2; k++)
+      seen[nseen++] = in[k];
+    if (ad__anomaly_found(op->name, what, nseen, seen, gin[i]))
+      st = AD_ECHECK;
+  }
   for (int i = 0; st == AD_OK && i < n->nin; i++) {
     if (!need[i] || !gin[i]) continue;
     if (!same_shape(gin[i], in[i])) {
@@ -704,4 +722,80 @@ ad_status ad_tape_var_gradients(ad_tape *tape, ad_tensor *target, int n,
   free(owner);
   free(sg);
   return st;
+}
+
+/* ------------------------------------------------------------------------
+ * Graphviz export
+ * ---------------------------------------------------------------------- */
+
+/* The name a tape shows for the leaf in slot s: a variable's, if one was
+ * read at that tensor. */
+static const char *leaf_name(const ad_tape *tape, int64_t slot) {
+  for (int64_t i = 0; i < tape->nvars; i++)
+    if (slot_of(tape, tape->vars[i].value) == slot)
+      return ad_var_name(tape->vars[i].var);
+  return NULL;
+}
+
+ad_status ad_tape_write_dot(const ad_tape *tape, FILE *f) {
+  const char *fn = "ad_tape_write_dot";
+  if (!tape || !f)
+    return ad__error(AD_EINVAL, "%s: %s is NULL", fn, tape ? "f" : "tape");
+  if (tape->spent)
+    return ad__error(AD_ESTATE,
+                     "%s: the tape's record was released after its gradient "
+                     "(use AD_TAPE_PERSISTENT)",
+                     fn);
+  int64_t *producer = malloc((size_t)(tape->nslots + 1) * sizeof *producer);
+  bool *drawn = calloc((size_t)(tape->nslots + 1), sizeof *drawn);
+  if (!producer || !drawn) {
+    free(producer);
+    free(drawn);
+    return ad__error(AD_ENOMEM, "%s: out of memory", fn);
+  }
+  for (int64_t s = 0; s < tape->nslots; s++) producer[s] = -1;
+  for (int64_t k = 0; k < tape->nnodes; k++) {
+    node *n = node_at(tape, k);
+    for (int j = 0; j < n->nout; j++)
+      if (node_out_slot(n)[j] >= 0) producer[node_out_slot(n)[j]] = k;
+  }
+  char shape[AD__SHAPE_STR];
+  fprintf(f, "digraph tape {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+  for (int64_t k = 0; k < tape->nnodes; k++) {
+    node *n = node_at(tape, k);
+    ad_tensor *out = node_out(n)[0];
+    fprintf(f, "  n%lld [shape=box, label=\"%s\\n%s\"];\n", (long long)k,
+            n->op->name, ad__shape_str(shape, out->ndim, out->shape));
+    ad_tensor **in = node_in(n);
+    int64_t *in_slot = node_in_slot(n);
+    for (int i = 0; i < n->nin; i++) {
+      int64_t s = in_slot[i];
+      ad__shape_str(shape, in[i]->ndim, in[i]->shape);
+      if (s < 0) {
+        fprintf(f,
+                "  c%lld_%d [shape=plaintext, fontcolor=gray40, "
+                "label=\"const %s\"];\n  c%lld_%d -> n%lld [color=gray60];\n",
+                (long long)k, i, shape, (long long)k, i, (long long)k);
+      } else if (producer[s] >= 0) {
+        fprintf(f, "  n%lld -> n%lld;\n", (long long)producer[s],
+                (long long)k);
+      } else {
+        if (!drawn[s]) {
+          const char *name = leaf_name(tape, s);
+          fprintf(f, "  w%lld [shape=ellipse, style=filled, "
+                     "fillcolor=lightblue, label=\"%s%s%s\"];\n",
+                  (long long)s, name ? name : "watched", name ? "\\n" : " ",
+                  shape);
+          drawn[s] = true;
+        }
+        fprintf(f, "  w%lld -> n%lld;\n", (long long)s, (long long)k);
+      }
+    }
+  }
+  fprintf(f, "}\n");
+  free(producer);
+  free(drawn);
+  if (fflush(f) != 0 || ferror(f))
+    return ad__error(AD_EIO, "%s: writing the graph failed", fn);
+  return AD_OK;
 }

@@ -12,6 +12,7 @@
  *   ad/tensor.h    tensors, scopes (memory), errors, random numbers
  *   ad/ops.h       the differentiable operations
  *   ad/autodiff.h  tapes, forward accumulators, variables, ad_grad & co.
+ *   ad/custom.h    custom ops with user-defined rules; checkpointing
  *   ad/check.h     the derivative checker (finite differences, any order)
  *
  * Memory: every tensor a call returns belongs to the innermost scope open
@@ -47,5 +48,6 @@
 #include "ad/ops.h"
 #include "ad/autodiff.h"
 #include "ad/check.h"
+#include "ad/custom.h"
 
 #endif /* AD_H */

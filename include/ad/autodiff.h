@@ -86,6 +86,24 @@ ad_tensor *ad_stop_gradient(ad_tensor *t);
  * no tape or level sees them.  Restore the returned value afterwards. */
 bool ad_pause_recording(bool paused);
 
+/* Anomaly detection for this thread (off by default), like PyTorch's
+ * anomaly mode: while on, the first op whose output holds NaN or Inf
+ * although its inputs are finite fails with AD_ECHECK and a message naming
+ * the op, the inputs' shapes and the first bad element; in the backward
+ * pass the same holds for each rule's gradients (the message says which
+ * op's backward pass).  Costs a scan of every result.  Returns the
+ * previous setting. */
+bool ad_set_anomaly_detection(bool on);
+bool ad_anomaly_detection(void);
+
+/* Write the tape's record as a Graphviz DOT graph: one box per recorded
+ * op (name and output shape), an ellipse per watched tensor or variable
+ * (with its shape, and the variable's name), a small grey node per
+ * constant input, and edges from producers to consumers.  Render with
+ * `dot -Tpng`.  AD_EINVAL for NULL arguments, AD_EIO when writing fails,
+ * AD_ESTATE for a tape whose record was released. */
+ad_status ad_tape_write_dot(const ad_tape *tape, FILE *f);
+
 /* ------------------------------------------------------------------------
  * Variables: mutable named state.  Reading a variable's value while tapes
  * record makes every such tape watch it (unless AD_TAPE_NO_AUTO_WATCH).
