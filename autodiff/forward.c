@@ -110,6 +110,36 @@ ad_tensor *ad_fwd_jvp(ad_fwd *acc, ad_tensor *t) {
   return tangent ? ad__own(ad_retain(tangent)) : ad__zeros_like(t);
 }
 
+ad_status ad_fwd_jvps(ad_fwd *acc, int n, ad_tensor *const *ts,
+                      ad_tensor **out, unsigned flags) {
+  const char *op = "ad_fwd_jvps";
+  if (out)
+    for (int i = 0; i < n; i++) out[i] = NULL;
+  ad_status st = check_acc(acc, op);
+  if (st != AD_OK) return st;
+  if (n < 0 || (n > 0 && (!ts || !out)))
+    return ad__error(AD_EINVAL, "%s: bad tensor lists (n = %d)", op, n);
+  for (int i = 0; i < n; i++) {
+    if (!ts[i]) {
+      char arg[32];
+      snprintf(arg, sizeof arg, "ts[%d]", i);
+      ad__error_null_arg(op, arg);
+      for (int k = 0; k < i; k++) out[k] = NULL;
+      return ad_error() ? ad_error() : AD_EINVAL;
+    }
+    ad_tensor *tangent = ad__fwd_tangent(acc, ts[i]);
+    if (tangent)
+      out[i] = ad__own(ad_retain(tangent));
+    else if (flags & AD_UNCONNECTED_ZERO)
+      out[i] = ad__zeros_like(ts[i]);
+    if ((tangent || (flags & AD_UNCONNECTED_ZERO)) && !out[i]) {
+      for (int k = 0; k < i; k++) out[k] = NULL;
+      return ad_error();
+    }
+  }
+  return AD_OK;
+}
+
 bool ad_fwd_has_tangent(const ad_fwd *acc, const ad_tensor *t) {
   if (!acc || !t) return false;
   return ad__fwd_tangent(acc, t) != NULL;

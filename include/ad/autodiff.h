@@ -158,6 +158,12 @@ ad_fwd *ad_fwd_begin(int n, ad_tensor *const *primals,
  * depend on the primals.  Call before ad_fwd_end. */
 ad_tensor *ad_fwd_jvp(ad_fwd *acc, ad_tensor *t);
 
+/* The tangents of n tensors at once, with the unconnected choice tapes
+ * offer: out[i] is NULL for a tensor that does not depend on the primals
+ * unless flags has AD_UNCONNECTED_ZERO.  On error every out[i] is NULL. */
+ad_status ad_fwd_jvps(ad_fwd *acc, int n, ad_tensor *const *ts,
+                      ad_tensor **out, unsigned flags);
+
 /* True when t carries a (possibly zero-valued) tangent at this level. */
 bool ad_fwd_has_tangent(const ad_fwd *acc, const ad_tensor *t);
 
