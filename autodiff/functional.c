@@ -52,6 +52,18 @@ static bool check_scalar(const ad_tensor *y, const char *op) {
   return false;
 }
 
+/* A direction must be shaped like the point it is attached to. */
+static bool same_shape_as(const ad_tensor *v, const ad_tensor *x,
+                          const char *vname, const char *xname,
+                          const char *op) {
+  if (ad__same_shape(v, x)) return true;
+  char a[AD__SHAPE_STR], b[AD__SHAPE_STR];
+  ad__error(AD_ESHAPE, "%s: %s has shape %s but %s has %s", op, vname,
+            ad__shape_str(a, v->ndim, v->shape), xname,
+            ad__shape_str(b, x->ndim, x->shape));
+  return false;
+}
+
 /* Close a tape that f may have left in a bad state, reporting a context
  * left open inside f. */
 static bool end_tape(ad_tape *tape, const char *op) {
@@ -189,6 +201,7 @@ ad_tensor *ad_jvp(ad_fn f, void *ctx, ad_tensor *x, ad_tensor *v,
     ad__error_null_arg(op, "v");
     return NULL;
   }
+  if (!same_shape_as(v, x, "v", "x", op)) return NULL;
   ad_tensor *t = NULL;
   if (forward(NULL, f, ctx, 1, &x, &v, &t, value, op) != AD_OK) return NULL;
   return t;
@@ -203,6 +216,16 @@ ad_status ad_jvp_n(ad_fn_n f, void *ctx, int n, ad_tensor *const *xs,
     return ad_error();
   if (!vs || !jvp)
     return ad__error(AD_EINVAL, "%s: %s is NULL", op, vs ? "jvp" : "vs");
+  for (int i = 0; i < n; i++) {
+    char name[24];
+    snprintf(name, sizeof name, "vs[%d]", i);
+    if (!vs[i]) {
+      ad__error_null_arg(op, name);
+      return ad_error() ? ad_error() : AD_EINVAL;
+    }
+    if (!same_shape_as(vs[i], xs[i], name, "its input", op))
+      return ad_error();
+  }
   return forward(f, NULL, ctx, n, xs, vs, jvp, value, op);
 }
 
@@ -295,13 +318,7 @@ ad_tensor *ad_hvp(ad_fn f, void *ctx, ad_tensor *x, ad_tensor *v) {
     ad__error_null_arg(op, "v");
     return NULL;
   }
-  if (!ad__same_shape(v, x)) {
-    char a[AD__SHAPE_STR], b[AD__SHAPE_STR];
-    ad__error(AD_ESHAPE, "%s: v has shape %s but x has %s", op,
-              ad__shape_str(a, v->ndim, v->shape),
-              ad__shape_str(b, x->ndim, x->shape));
-    return NULL;
-  }
+  if (!same_shape_as(v, x, "v", "x", op)) return NULL;
   /* Forward over reverse: the tangent of the gradient along v. */
   ad_scope_begin();
   ad_tensor *result = NULL;

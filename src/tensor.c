@@ -28,6 +28,9 @@ uint64_t ad__next_id(void) {
 
 int64_t ad__checked_numel(const char *op, int ndim, const int64_t *shape) {
   int64_t n = 1;
+  /* A zero-size axis empties the tensor however large the others are. */
+  bool empty = false;
+  for (int i = 0; i < ndim; i++) empty |= shape[i] == 0;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0) {
       char buf[AD__SHAPE_STR];
@@ -36,6 +39,7 @@ int64_t ad__checked_numel(const char *op, int ndim, const int64_t *shape) {
                 ad__shape_str(buf, ndim, shape));
       return -1;
     }
+    if (empty) continue;
     if (__builtin_mul_overflow(n, shape[i], &n)) {
       char buf[AD__SHAPE_STR];
       ad__error(AD_EINVAL, "%s: element count of shape %s overflows int64",
@@ -43,6 +47,7 @@ int64_t ad__checked_numel(const char *op, int ndim, const int64_t *shape) {
       return -1;
     }
   }
+  if (empty) return 0;
   /* Even without int64 overflow, the byte count must fit in memory. */
   if (n > INT64_MAX / (int64_t)sizeof(double)) {
     char buf[AD__SHAPE_STR];
@@ -63,10 +68,12 @@ ad_status ad__check_shape(const char *op, int ndim, const int64_t *shape) {
 }
 
 void ad__dense_strides(int ndim, const int64_t *shape, int64_t *strides) {
-  int64_t s = 1;
+  /* Unsigned: an empty tensor may have axes whose product overflows; its
+   * strides are never used to address anything. */
+  uint64_t s = 1;
   for (int i = ndim - 1; i >= 0; i--) {
-    strides[i] = s;
-    s *= shape[i] > 0 ? shape[i] : 1;
+    strides[i] = (int64_t)s;
+    s *= shape[i] > 0 ? (uint64_t)shape[i] : 1u;
   }
 }
 
