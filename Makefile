@@ -12,6 +12,10 @@
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+# gdb's data directory: gdb auto-loads $(GDB_DATADIR)/auto-load/<real path of
+# libad.so>-gdb.py.  Debian's gdb uses /usr/share/gdb (see `gdb -batch -ex
+# 'show data-directory'`); docs/debugging.md covers other prefixes.
+GDB_DATADIR ?= $(PREFIX)/share/gdb
 BUILD ?= build
 CC ?= cc
 SAN ?=
@@ -95,14 +99,19 @@ $(BUILD)/bench/%: bench/%.c $(STATIC_LIB) $(HEADERS)
 
 examples: $(EXAMPLE_BIN)
 
+# tests/gdb_test.sh drives gdb over build/examples/debug_demo and counts in
+# the summed line; the sanitizer and valgrind runs leave it out (GDB_TEST=).
+GDB_TEST ?= tests/gdb_test.sh
+GDB_TEST_DEPS = $(if $(GDB_TEST),$(BUILD)/examples/debug_demo $(SHARED_LIB))
+
 # The test runner sums every suite into one "N passed, M failed" line.
 # RUNNER wraps each test binary (valgrind, for instance).
 RUNNER ?=
 test: check-deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: $(TEST_BIN)
-	@bash tests/run_tests.sh "$(RUNNER)" $(TEST_BIN)
+test-run: $(TEST_BIN) $(GDB_TEST_DEPS)
+	@AD_BUILD=$(BUILD) bash tests/run_tests.sh "$(RUNNER)" $(TEST_BIN) $(GDB_TEST)
 
 run: check-deps $(BUILD)/examples/tour
 	@$(BUILD)/examples/tour
@@ -116,19 +125,19 @@ asan: check-deps
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
-	    SAN="$(SAN_ASAN)" test-run
+	    SAN="$(SAN_ASAN)" GDB_TEST= test-run
 
 VALGRIND = valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
            --show-leak-kinds=definite,indirect --error-exitcode=99
 valgrind: check-deps
 	@OPENBLAS_NUM_THREADS=1 AD_TEST_QUICK=1 \
 	$(MAKE) --no-print-directory BUILD=build/valgrind RUNNER="$(VALGRIND)" \
-	    test-run
+	    GDB_TEST= test-run
 
 tsan: check-deps
 	@TSAN_OPTIONS=halt_on_error=1 OPENBLAS_NUM_THREADS=1 \
 	$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
-	    SAN="-fsanitize=thread" test-run
+	    SAN="-fsanitize=thread" GDB_TEST= test-run
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/ad $(DESTDIR)$(PREFIX)/lib/pkgconfig
@@ -137,6 +146,11 @@ install: lib
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(PREFIX)/lib/
 	sed -e 's|@PREFIX@|$(PREFIX)|' ad.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ad.pc
+	install -d $(DESTDIR)$(PREFIX)/share/libad \
+	    $(DESTDIR)$(GDB_DATADIR)/auto-load$(PREFIX)/lib
+	install -m 644 gdb/libad-gdb.py $(DESTDIR)$(PREFIX)/share/libad/
+	install -m 644 gdb/libad-gdb.py \
+	    $(DESTDIR)$(GDB_DATADIR)/auto-load$(PREFIX)/lib/libad.so-gdb.py
 
 clean:
 	rm -rf build

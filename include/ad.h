@@ -14,6 +14,7 @@
  *   ad/autodiff.h  tapes, forward accumulators, variables, ad_grad & co.
  *   ad/custom.h    custom ops with user-defined rules; checkpointing
  *   ad/check.h     the derivative checker (finite differences, any order)
+ *   ad/debug.h     summaries of big tensors (ad_summary), the AD_DEBUG switch
  *
  * Memory: every tensor a call returns belongs to the innermost scope open
  * on the calling thread; ad_scope_end() releases them all and ad_keep()
@@ -49,5 +50,6 @@
 #include "ad/autodiff.h"
 #include "ad/check.h"
 #include "ad/custom.h"
+#include "ad/debug.h"
 
 #endif /* AD_H */

@@ -9,14 +9,23 @@
 static _Thread_local ad_status last_code = AD_OK;
 static _Thread_local char last_message[MESSAGE_MAX];
 
+/* The AD_DEBUG switch (src/debug.c): logs the error, or aborts when the
+ * user asked for AD_DEBUG=abort; otherwise returns at once. */
+void ad__debug_on_error(ad_status code, const char *message);
+
 /* Every error in libad passes through here, so `break ad__error` in a
- * debugger stops at the first sign of trouble. */
+ * debugger stops at the first sign of trouble (docs/debugging.md).
+ * noinline keeps it one real function that a breakpoint can name. */
+__attribute__((noinline))
 ad_status ad__error(ad_status code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(last_message, sizeof last_message, fmt, ap);
   va_end(ap);
   last_code = code;
+  /* After recording, so that an abort leaves the message readable in a
+   * core dump or a debugger. */
+  ad__debug_on_error(code, last_message);
   return code;
 }
 

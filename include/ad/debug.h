@@ -30,8 +30,9 @@ extern "C" {
  * there are at most six), each with %.6g.  An empty tensor prints
  * "values: (none)".
  *
- * Both calls allocate nothing and never touch the recorded error unless t
- * is NULL, so they are safe to call from a debugger on a stopped program:
+ * Both calls make no tensor, call no allocator themselves and leave the
+ * recorded error alone unless t is NULL, so they are safe to call from a
+ * debugger on a stopped program:
  *
  *   (gdb) call ad_summary(t)
  *
@@ -66,8 +67,8 @@ ad_status ad_fsummary(FILE *f, const ad_tensor *t);
  *
  * abort here is the user's explicit request: no other libad path aborts or
  * exits.  The variable is read once, when the first error happens (or at
- * the first ad_get_debug_mode / ad_set_debug_mode call); later changes to the
- * environment are ignored.  Another value writes one warning to stderr and
+ * the first ad_get_debug_mode / ad_set_debug_mode call); later changes to
+ * the environment are ignored.  Another value writes one warning to stderr and
  * counts as "off".
  * ---------------------------------------------------------------------- */
 
