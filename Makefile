@@ -137,7 +137,7 @@ valgrind: check-deps
 tsan: check-deps
 	@TSAN_OPTIONS=halt_on_error=1 OPENBLAS_NUM_THREADS=1 \
 	$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
-	    SAN="-fsanitize=thread" GDB_TEST= test-run
+	    SAN="-fsanitize=thread -DAD_VMATH_NO_CLONES" GDB_TEST= test-run
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/ad $(DESTDIR)$(PREFIX)/lib/pkgconfig

@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "internal.h"
+#include "vmath.h"
 
 /* ------------------------------------------------------------------------
  * Broadcast iteration plan
@@ -269,26 +270,12 @@ typedef void (*unary_row_fn)(int64_t n, const double *restrict x,
                              int64_t sx, double *restrict o, double s,
                              double h);
 
-/* One exp serves both branches: e = exp(-|x|) never overflows. */
-static inline double sigmoid(double x) {
-  double e = exp(-fabs(x));
-  return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
-}
-
-static inline double softplus(double x) {
-  return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
-}
-
 static inline double sign(double x) {
   return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x;
 }
 
 #define UNARY_OPS(X)                                    \
   X(neg, "ad_neg", -x)                                  \
-  X(exp, "ad_exp", exp(x))                              \
-  X(log, "ad_log", log(x))                              \
-  X(log1p, "ad_log1p", log1p(x))                        \
-  X(expm1, "ad_expm1", expm1(x))                        \
   X(sqrt, "ad_sqrt", sqrt(x))                           \
   X(square, "ad_square", x * x)                         \
   X(abs, "ad_abs", fabs(x))                             \
@@ -300,13 +287,21 @@ static inline double sign(double x) {
   X(atan, "ad_atan", atan(x))                           \
   X(sinh, "ad_sinh", sinh(x))                           \
   X(cosh, "ad_cosh", cosh(x))                           \
-  X(tanh, "ad_tanh", tanh(x))                           \
-  X(sigmoid, "ad_sigmoid", sigmoid(x))                  \
-  X(softplus, "ad_softplus", softplus(x))               \
   X(relu, "ad_relu", (x > 0 || x != x) ? x : 0.0)       \
   X(erf, "ad_erf", erf(x))                              \
   X(sign, "ad_sign", sign(x))                           \
   X(floor, "ad_floor", floor(x))
+
+/* Transcendental ops served by the vectorised routines of vmath.c (within
+ * 2 ulp, bitwise the same on every CPU). */
+#define VMATH_OPS(X)                                    \
+  X(exp, "ad_exp", ad__vexp)                            \
+  X(log, "ad_log", ad__vlog)                            \
+  X(log1p, "ad_log1p", ad__vlog1p)                      \
+  X(expm1, "ad_expm1", ad__vexpm1)                      \
+  X(tanh, "ad_tanh", ad__vtanh)                         \
+  X(sigmoid, "ad_sigmoid", ad__vsigmoid)                \
+  X(softplus, "ad_softplus", ad__vsoftplus)
 
 /* Ops with parameters: s is attribute s0, h is s1. */
 #define PARAM_OPS(X)                                    \
@@ -336,6 +331,24 @@ static inline double sign(double x) {
 UNARY_OPS(UNARY_ROW)
 PARAM_OPS(UNARY_ROW)
 #undef UNARY_ROW
+
+/* A strided row is gathered into the dense output and transformed there
+ * in place, so every layout gets the vector loop and the same bits. */
+#define VMATH_ROW(name, opname, vfn)                                      \
+  static void urow_##name(int64_t n, const double *restrict xs,           \
+                          int64_t sx, double *restrict o, double s,       \
+                          double h) {                                     \
+    (void)s;                                                              \
+    (void)h;                                                              \
+    if (sx == 1) {                                                        \
+      vfn(xs, o, n);                                                      \
+    } else {                                                              \
+      for (int64_t i = 0; i < n; i++) o[i] = xs[i * sx];                  \
+      vfn(o, o, n);                                                       \
+    }                                                                     \
+  }
+VMATH_OPS(VMATH_ROW)
+#undef VMATH_ROW
 
 static inline ad_tensor *unary(const char *op, ad_tensor *const *in,
                                unary_row_fn row, double s, double h) {
@@ -368,6 +381,7 @@ static inline ad_tensor *unary(const char *op, ad_tensor *const *in,
     return unary(opname, in, urow_##name, 0.0, 0.0);                      \
   }
 UNARY_OPS(UNARY_KERNEL)
+VMATH_OPS(UNARY_KERNEL)
 #undef UNARY_KERNEL
 
 ad_tensor *ad__k_add_scalar(int nin, ad_tensor *const *in,
