@@ -86,17 +86,20 @@ static ad_status call_jvp(ad_custom_ctx *cc, const ad__opctx *c,
   return st;
 }
 
-/* sum over k of <a[k], b[k]>, skipping NULL entries; NULL when all are
- * NULL (a zero that nothing depends on). */
-static ad_tensor *pairing(int n, ad_tensor *const *a, ad_tensor *const *b) {
-  ad_tensor *total = NULL;
+/* *total = sum over k of <a[k], b[k]>, skipping pairs with a NULL (zero)
+ * entry; NULL when every pair was skipped (a zero that nothing depends
+ * on).  The status tells that case from a failed op, whatever error an
+ * earlier call may have left recorded. */
+static ad_status pairing(int n, ad_tensor *const *a, ad_tensor *const *b,
+                         ad_tensor **total) {
+  *total = NULL;
   for (int k = 0; k < n; k++) {
     if (!a[k] || !b[k]) continue;
     ad_tensor *term = ad_sum_all(ad_mul(a[k], b[k]));
-    total = total ? ad_add(total, term) : term;
-    if (!total) return NULL;
+    *total = *total ? ad_add(*total, term) : term;
+    if (!*total) return ad_error() ? ad_error() : AD_EINTERNAL;
   }
-  return total;
+  return AD_OK;
 }
 
 /* The derivative of the linear map v -> <w, rule(v)> with respect to v,
@@ -126,8 +129,8 @@ static ad_status transpose_rule(ad_custom_ctx *cc, const ad__opctx *c,
     st = v[k] ? ad_tape_watch(tape, v[k]) : ad_error();
   }
   if (st == AD_OK) st = rule(cc, c, v, r);
-  ad_tensor *s = st == AD_OK ? pairing(nw, w, r) : NULL;
-  if (st == AD_OK && !s && ad_error() != AD_OK) st = ad_error();
+  ad_tensor *s = NULL;
+  if (st == AD_OK) st = pairing(nw, w, r, &s);
   if (ad_tape_end(tape) != AD_OK && st == AD_OK) st = ad_error();
   for (int k = 0; k < nv; k++) out[k] = NULL;
   if (st == AD_OK && s) st = ad_tape_gradients(tape, s, NULL, nv, v, out, 0);
@@ -144,11 +147,9 @@ static ad_status custom_vjp(const ad__opctx *c, ad_tensor *const *gout,
   if (cc->op.vjp) {
     st = call_vjp(cc, c, gout, gin);
   } else if (cc->op.jvp) {
-    /* J^T g = d/dt <g, J t>. */
-    ad_tensor *g[MAX_OUTPUTS];
-    for (int j = 0; j < c->nout; j++)
-      g[j] = gout[j] ? gout[j] : ad__zeros_like(c->out[j]);
-    st = transpose_rule(cc, c, call_jvp, c->nin, c->in, c->nout, g, gin);
+    /* J^T g = d/dt <g, J t>: absent cotangents are zeros, which pair to
+     * 0 (materializing them could fail unchecked). */
+    st = transpose_rule(cc, c, call_jvp, c->nin, c->in, c->nout, gout, gin);
   } else {
     st = ad__error(AD_EUNIMPL,
                    "%s: the custom op has neither a VJP nor a JVP rule",
@@ -234,7 +235,10 @@ static ad_status apply(const ad_custom_op *op, void *user,
   cc->in_forward = true;
   cc->forward_in = in;
   ad_scope_begin();
+  unsigned long errors_before = ad__error_count();
   st = op->forward(cc, in, tmp, user);
+  if (st == AD_OK && ad__error_count() != errors_before && ad_error())
+    st = ad_error();
   if (st != AD_OK) callback_failed(cc, st, "forward");
   for (int j = 0; j < op->nout && st == AD_OK; j++) {
     if (!tmp[j]) {

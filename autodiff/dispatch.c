@@ -228,7 +228,11 @@ static ad_status propagate_level(int li, const ad__op *op, int nin,
       /* Only contexts opened before this level see the rule's ops. */
       ad__ctx_pause_from(li, +1);
       ad_scope_begin();
+      unsigned long errors_before = ad__error_count();
       st = jvp(&c, tin, tout);
+      /* A rule that took a failed op's NULL for a zero still fails. */
+      if (st == AD_OK && ad__error_count() != errors_before && ad_error())
+    st = ad_error();
       for (int j = 0; st == AD_OK && j < nout; j++)
         if (tout[j] && !same_shape(tout[j], out[j]))
           st = rule_shape_error(op->name, "JVP of output", j, tout[j],

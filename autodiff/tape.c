@@ -366,7 +366,10 @@ static ad_status run_node_vjp(node *n, ad_tensor **grads) {
                  out,    n->attr,  n->extra, n->broadcast_inputs};
   const char *outer_op = ad__contexts.backward_op;
   ad__contexts.backward_op = op->name;
+  unsigned long errors_before = ad__error_count();
   st = op->vjp(&c, gout, need, gin);
+  if (st == AD_OK && ad__error_count() != errors_before && ad_error())
+    st = ad_error();
   ad__contexts.backward_op = outer_op;
   /* Anomaly detection names the first rule that turns finite cotangents
    * and inputs into a non-finite gradient. */
@@ -442,7 +445,6 @@ static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
       node *nd = node_at(tape, k);
       prefetch_node(tape, k - 2);
       st = run_node_vjp(nd, grads);
-      if (consume) node_release(nd);
       int64_t *out_slot = node_out_slot(nd);
       for (int j = 0; j < nd->nout; j++) {
         int64_t s = out_slot[j];
@@ -451,6 +453,8 @@ static ad_status backward(ad_tape *tape, ad_tensor *target, ad_tensor *seed,
           grads[s] = NULL;
         }
       }
+      /* Last: releasing the node frees its slot arrays. */
+      if (consume) node_release(nd);
     }
   }
   if (ci >= 0) ad__ctx_pause_at(ci, -1);
@@ -737,6 +741,19 @@ static const char *leaf_name(const ad_tape *tape, int64_t slot) {
   return NULL;
 }
 
+/* Write s for a double-quoted DOT string: quotes and backslashes escaped,
+ * so that a custom op's or variable's name cannot break the graph. */
+static void put_dot_string(FILE *f, const char *s) {
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') fputc('\\', f);
+    if (*s == '\n') {
+      fputs("\\n", f);
+      continue;
+    }
+    fputc(*s, f);
+  }
+}
+
 ad_status ad_tape_write_dot(const ad_tape *tape, FILE *f) {
   const char *fn = "ad_tape_write_dot";
   if (!tape || !f)
@@ -764,8 +781,9 @@ ad_status ad_tape_write_dot(const ad_tape *tape, FILE *f) {
   for (int64_t k = 0; k < tape->nnodes; k++) {
     node *n = node_at(tape, k);
     ad_tensor *out = node_out(n)[0];
-    fprintf(f, "  n%lld [shape=box, label=\"%s\\n%s\"];\n", (long long)k,
-            n->op->name, ad__shape_str(shape, out->ndim, out->shape));
+    fprintf(f, "  n%lld [shape=box, label=\"", (long long)k);
+    put_dot_string(f, n->op->name);
+    fprintf(f, "\\n%s\"];\n", ad__shape_str(shape, out->ndim, out->shape));
     ad_tensor **in = node_in(n);
     int64_t *in_slot = node_in_slot(n);
     for (int i = 0; i < n->nin; i++) {
@@ -783,9 +801,9 @@ ad_status ad_tape_write_dot(const ad_tape *tape, FILE *f) {
         if (!drawn[s]) {
           const char *name = leaf_name(tape, s);
           fprintf(f, "  w%lld [shape=ellipse, style=filled, "
-                     "fillcolor=lightblue, label=\"%s%s%s\"];\n",
-                  (long long)s, name ? name : "watched", name ? "\\n" : " ",
-                  shape);
+                     "fillcolor=lightblue, label=\"", (long long)s);
+          put_dot_string(f, name ? name : "watched");
+          fprintf(f, "%s%s\"];\n", name ? "\\n" : " ", shape);
           drawn[s] = true;
         }
         fprintf(f, "  w%lld -> n%lld;\n", (long long)s, (long long)k);

@@ -57,6 +57,11 @@ struct ad_tensor {
 ad_status ad__error(ad_status code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* How many errors this thread has recorded.  Code that runs callbacks or
+ * rules compares it before and after, so that a failure the callee
+ * swallowed (a NULL taken for a zero, say) still fails the call. */
+unsigned long ad__error_count(void);
+
 /* For a NULL argument: record AD_EINVAL naming op and argument unless an
  * error is already recorded (the NULL then stems from it). */
 void ad__error_null_arg(const char *op, const char *arg);

@@ -31,7 +31,11 @@ extern "C" {
  *
  * Callbacks return AD_OK, or a status (ideally after setting a message
  * with the error channel's usual functions); a failing callback makes the
- * whole call fail with its status and message, and nothing leaks.
+ * whole call fail with its status and message, and nothing leaks.  A
+ * callback that returns AD_OK while a libad call inside it failed (and
+ * left its error recorded) fails the call too: a NULL from a failed op is
+ * never taken for a zero.  A callback that handles a failure itself
+ * should ad_error_clear() it.
  * ---------------------------------------------------------------------- */
 
 typedef struct ad_custom_ctx ad_custom_ctx;
