@@ -388,7 +388,13 @@ static ad_status run_node_vjp(node *n, ad_tensor **grads) {
   }
   for (int i = 0; st == AD_OK && i < n->nin; i++) {
     if (!need[i] || !gin[i]) continue;
-    if (!same_shape(gin[i], in[i])) {
+    /* An input the op did not broadcast has the output's shape, which the
+     * (cache-hot) cotangent shows: the input's own header stays cold. */
+    const ad_tensor *like = n->nout == 1 && gout[0] &&
+                                    !(n->broadcast_inputs & (1u << i))
+                                ? gout[0]
+                                : in[i];
+    if (!same_shape(gin[i], like)) {
       char g[AD__SHAPE_STR], w[AD__SHAPE_STR];
       st = ad__error(AD_EINTERNAL,
                      "%s: gradient of input %d has shape %s, expected %s",

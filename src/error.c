@@ -7,7 +7,7 @@
 #define MESSAGE_MAX 1024
 
 static _Thread_local ad_status last_code = AD_OK;
-static _Thread_local unsigned long error_count;
+_Thread_local unsigned long ad__error_counter;
 static _Thread_local char last_message[MESSAGE_MAX];
 
 /* The AD_DEBUG switch (src/debug.c): logs the error, or aborts when the
@@ -24,7 +24,7 @@ ad_status ad__error(ad_status code, const char *fmt, ...) {
   vsnprintf(last_message, sizeof last_message, fmt, ap);
   va_end(ap);
   last_code = code;
-  error_count++;
+  ad__error_counter++;
   /* After recording, so that an abort leaves the message readable in a
    * core dump or a debugger. */
   ad__debug_on_error(code, last_message);
@@ -38,7 +38,6 @@ void ad__error_null_arg(const char *op, const char *arg) {
 
 ad_status ad_error(void) { return last_code; }
 
-unsigned long ad__error_count(void) { return error_count; }
 
 const char *ad_error_message(void) {
   return last_code == AD_OK ? "" : last_message;

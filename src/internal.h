@@ -60,7 +60,8 @@ ad_status ad__error(ad_status code, const char *fmt, ...)
 /* How many errors this thread has recorded.  Code that runs callbacks or
  * rules compares it before and after, so that a failure the callee
  * swallowed (a NULL taken for a zero, say) still fails the call. */
-unsigned long ad__error_count(void);
+extern _Thread_local unsigned long ad__error_counter;
+static inline unsigned long ad__error_count(void) { return ad__error_counter; }
 
 /* For a NULL argument: record AD_EINVAL naming op and argument unless an
  * error is already recorded (the NULL then stems from it). */
