@@ -37,10 +37,13 @@ static void release_ctx(void *p) {
   free(c);
 }
 
-/* A callback that failed without saying why still gets a message. */
+/* A callback that failed without saying why still gets a message: one
+ * that recorded no error of its own since errors_before (an error left
+ * over from an earlier, unrelated call is not its message). */
 static ad_status callback_failed(const ad_custom_ctx *c, ad_status st,
-                                 const char *which) {
-  if (ad_error() == AD_OK)
+                                 const char *which,
+                                 unsigned long errors_before) {
+  if (ad_error() == AD_OK || ad__error_count() == errors_before)
     ad__error(st, "%s: the %s callback failed with status %d (%s)",
               c->op.name, which, (int)st, ad_strerror(st));
   return st;
@@ -60,9 +63,11 @@ static ad_status call_vjp(ad_custom_ctx *cc, const ad__opctx *c,
   for (int i = 0; i < c->nin; i++) gin[i] = NULL;
   const ad__opctx *prev = cc->current;
   cc->current = c;
+  unsigned long errors_before = ad__error_count();
   ad_status st = cc->op.vjp(cc, gout, gin, cc->user);
   cc->current = prev;
-  return st == AD_OK ? AD_OK : callback_failed(cc, st, "VJP");
+  return st == AD_OK ? AD_OK
+                     : callback_failed(cc, st, "VJP", errors_before);
 }
 
 static ad_status call_jvp(ad_custom_ctx *cc, const ad__opctx *c,
@@ -78,9 +83,10 @@ static ad_status call_jvp(ad_custom_ctx *cc, const ad__opctx *c,
   if (st == AD_OK) {
     const ad__opctx *prev = cc->current;
     cc->current = c;
+    unsigned long errors_before = ad__error_count();
     st = cc->op.jvp(cc, tin, tout, cc->user);
     cc->current = prev;
-    if (st != AD_OK) callback_failed(cc, st, "JVP");
+    if (st != AD_OK) callback_failed(cc, st, "JVP", errors_before);
   }
   free(tin);
   return st;
@@ -239,14 +245,14 @@ static ad_status apply(const ad_custom_op *op, void *user,
   st = op->forward(cc, in, tmp, user);
   if (st == AD_OK && ad__error_count() != errors_before && ad_error())
     st = ad_error();
-  if (st != AD_OK) callback_failed(cc, st, "forward");
+  if (st != AD_OK) callback_failed(cc, st, "forward", errors_before);
   for (int j = 0; j < op->nout && st == AD_OK; j++) {
     if (!tmp[j]) {
-      st = ad_error() ? ad_error()
-                      : ad__error(AD_EINVAL,
-                                  "%s: the forward callback left output %d "
-                                  "NULL",
-                                  cc->op.name, j);
+      /* A failed op inside forward was caught above: any error recorded
+       * now is older than this call and not the reason. */
+      st = ad__error(AD_EINVAL,
+                     "%s: the forward callback left output %d NULL",
+                     cc->op.name, j);
       break;
     }
     /* A view under a new id: the op's outputs must be tensors nobody

@@ -74,7 +74,7 @@ typedef struct ad__op {
   X(div, 2, 0, 0, 1, 1) X(pow, 2, 0, 0, 1, 1) X(maximum, 2, 0, 0, 1, 1)    \
   X(minimum, 2, 0, 0, 1, 1) X(atan2, 2, 0, 0, 1, 1) X(mod, 2, 0, 0, 1, 1)  \
   X(add_scalar, 1, AD__A, 0, 1, 1) X(mul_scalar, 1, AD__LA, 0, 1, 0)            \
-  X(pow_scalar, 1, AD__A, 0, 1, 1)                                             \
+  X(pow_scalar, 1, AD__A, 0, 1, 1) X(scaled_mul, 2, AD__A, 0, 1, 1)           \
   /* unary elementwise */                                                  \
   X(neg, 1, AD__L, 0, 1, 0) X(exp, 1, 0, 0, 1, 1) X(log, 1, 0, 0, 1, 1)        \
   X(log1p, 1, 0, 0, 1, 1) X(expm1, 1, 0, 0, 1, 1) X(sqrt, 1, 0, 0, 1, 1)   \
@@ -246,6 +246,8 @@ static inline bool ad__same_shape(const ad_tensor *a, const ad_tensor *b) {
     if (a->shape[i] != b->shape[i]) return false;
   return true;
 }
+/* s * a * b in one pass (an internal op with its own rules). */
+ad_tensor *ad__scaled_mul(ad_tensor *a, ad_tensor *b, double s);
 /* Zeros shaped like t. */
 ad_tensor *ad__zeros_like(const ad_tensor *t);
 /* Call op on in with attr (like the dispatcher) — used by rules that

@@ -42,12 +42,37 @@ static ad_status grad_input(const ad__opctx *c, const bool *need,
     return ok_or_error(tout[0]);                                           \
   }
 
+/* The same for a derivative c * f'(x, y) with a constant factor c: one
+ * fused pass (scaled_mul) instead of a scaling and a product. */
+#define SCALED_UNARY_RULES(name, scale, deriv_expr)                        \
+  static ad_tensor *deriv_##name(const ad__opctx *c) {                     \
+    (void)c;                                                               \
+    return deriv_expr;                                                     \
+  }                                                                        \
+  ad_status ad__vjp_##name(const ad__opctx *c, ad_tensor *const *gout,     \
+                           const bool *need, ad_tensor **gin) {            \
+    (void)need;                                                            \
+    gin[0] = ad__scaled_mul(gout[0], deriv_##name(c), scale);              \
+    return ok_or_error(gin[0]);                                            \
+  }                                                                        \
+  ad_status ad__jvp_##name(const ad__opctx *c, ad_tensor *const *tin,      \
+                           ad_tensor **tout) {                             \
+    tout[0] = ad__scaled_mul(tin[0], deriv_##name(c), scale);              \
+    return ok_or_error(tout[0]);                                           \
+  }
+
+ad_tensor *ad__scaled_mul(ad_tensor *a, ad_tensor *b, double s) {
+  ad__attr attr = {.s0 = s};
+  ad_tensor *in[2] = {a, b};
+  return ad__dispatch(AD__OP_scaled_mul, 2, in, &attr);
+}
+
 UNARY_RULES(exp, Y)
 UNARY_RULES(log, ad_pow_scalar(X0, -1.0))
 UNARY_RULES(log1p, ad_pow_scalar(ad_add_scalar(X0, 1.0), -1.0))
 UNARY_RULES(expm1, ad_add_scalar(Y, 1.0))
-UNARY_RULES(sqrt, ad_pow_scalar(ad_mul_scalar(Y, 2.0), -1.0))
-UNARY_RULES(square, ad_mul_scalar(X0, 2.0))
+SCALED_UNARY_RULES(sqrt, 0.5, ad_pow_scalar(Y, -1.0))
+SCALED_UNARY_RULES(square, 2.0, X0)
 /* sign(0) = 0: the subgradient of |x| at 0 is taken as 0. */
 UNARY_RULES(abs, ad_sign(X0))
 UNARY_RULES(sin, ad_cos(X0))
@@ -64,8 +89,8 @@ UNARY_RULES(cosh, ad_sinh(X0))
 UNARY_RULES(tanh, ad_add_scalar(ad_neg(ad_square(Y)), 1.0))
 UNARY_RULES(sigmoid, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0)))
 UNARY_RULES(softplus, ad_sigmoid(X0))
-UNARY_RULES(erf, ad_mul_scalar(ad_exp(ad_neg(ad_square(X0))),
-                               1.1283791670955126 /* 2/sqrt(pi) */))
+SCALED_UNARY_RULES(erf, 1.1283791670955126 /* 2/sqrt(pi) */,
+                   ad_exp(ad_neg(ad_square(X0))))
 /* relu'(0) = 0, as in PyTorch and TensorFlow. */
 UNARY_RULES(relu, ad_greater(X0, ad_scalar(0.0)))
 
@@ -77,14 +102,25 @@ static ad_tensor *clip_mask(const ad__opctx *c) {
 }
 UNARY_RULES(clip, clip_mask(c))
 
-/* p * x^(p-1); exactly zero for p == 0 (avoids 0 * inf at x == 0). */
-static ad_tensor *pow_scalar_deriv(const ad__opctx *c) {
+/* p * x^(p-1): zero for p == 0 (no 0 * inf at x == 0), the identity for
+ * p == 1, else one fused product. */
+static ad_tensor *pow_scalar_times(const ad__opctx *c, ad_tensor *v) {
   double p = c->attr->s0;
-  if (p == 0.0) return ad__zeros_like(X0);
-  if (p == 1.0) return ad_ones(X0->ndim, X0->shape);
-  return ad_mul_scalar(ad_pow_scalar(X0, p - 1.0), p);
+  if (p == 0.0) return NULL;
+  if (p == 1.0) return v;
+  return ad__scaled_mul(v, ad_pow_scalar(X0, p - 1.0), p);
 }
-UNARY_RULES(pow_scalar, pow_scalar_deriv(c))
+ad_status ad__vjp_pow_scalar(const ad__opctx *c, ad_tensor *const *gout,
+                             const bool *need, ad_tensor **gin) {
+  (void)need;
+  gin[0] = pow_scalar_times(c, gout[0]);
+  return gin[0] || c->attr->s0 == 0.0 ? AD_OK : ad_error();
+}
+ad_status ad__jvp_pow_scalar(const ad__opctx *c, ad_tensor *const *tin,
+                             ad_tensor **tout) {
+  tout[0] = pow_scalar_times(c, tin[0]);
+  return tout[0] || c->attr->s0 == 0.0 ? AD_OK : ad_error();
+}
 
 /* sign and floor are piecewise constant: their derivative is zero, which
  * the engine represents by leaving the result NULL. */
@@ -286,3 +322,27 @@ BINARY_RULES(maximum)
 BINARY_RULES(minimum)
 BINARY_RULES(atan2)
 BINARY_RULES(mod)
+
+/* scaled_mul(a, b) = s a b: bilinear, so each rule is the op again. */
+ad_status ad__vjp_scaled_mul(const ad__opctx *c, ad_tensor *const *gout,
+                             const bool *need, ad_tensor **gin) {
+  double s = c->attr->s0;
+  if (need[0] &&
+      !(gin[0] = ad__unbroadcast_input(c, ad__scaled_mul(gout[0], X1, s), 0)))
+    return ad_error();
+  if (need[1] &&
+      !(gin[1] = ad__unbroadcast_input(c, ad__scaled_mul(gout[0], X0, s), 1)))
+    return ad_error();
+  return AD_OK;
+}
+
+ad_status ad__jvp_scaled_mul(const ad__opctx *c, ad_tensor *const *tin,
+                             ad_tensor **tout) {
+  double s = c->attr->s0;
+  ad_tensor *ta = tin[0] ? ad__scaled_mul(tin[0], X1, s) : NULL;
+  ad_tensor *tb = tin[1] ? ad__scaled_mul(X0, tin[1], s) : NULL;
+  ad_tensor *t = ta && tb ? ad_add(ta, tb) : ta ? ta : tb;
+  if (t && !ad__same_shape(t, Y)) t = ad_broadcast_to(t, Y->ndim, Y->shape);
+  tout[0] = t;
+  return ok_or_error(t);
+}

@@ -87,9 +87,10 @@ static inline void next_row(const plan *p, int nin, int64_t *idx,
  * vectorises instead of calling through a pointer per element.
  * ---------------------------------------------------------------------- */
 
+/* s is a constant some ops read (scaled_mul's scale); others ignore it. */
 typedef void (*binary_row_fn)(int64_t n, const double *restrict x,
                               int64_t sx, const double *restrict y,
-                              int64_t sy, double *restrict o);
+                              int64_t sy, double *restrict o, double s);
 
 /* Python's floored modulo; the zero result carries b's sign as in
  * Python. */
@@ -119,12 +120,14 @@ static inline double mod_floor(double a, double b) {
   X(mod, "ad_mod", mod_floor(a, b))                     \
   X(less, "ad_less", a < b ? 1.0 : 0.0)                 \
   X(greater, "ad_greater", a > b ? 1.0 : 0.0)           \
-  X(equal, "ad_equal", a == b ? 1.0 : 0.0)
+  X(equal, "ad_equal", a == b ? 1.0 : 0.0)                 \
+  X(scaled_mul, "ad_scaled_mul", s * a * b)
 
 #define BINARY_ROW(name, opname, expr)                                    \
   VECTORIZE static void row_##name(int64_t n, const double *restrict x, int64_t sx, \
                          const double *restrict y, int64_t sy,            \
-                         double *restrict o) {                            \
+                         double *restrict o, double s) {                  \
+    (void)s;                                                              \
     if (sx == 1 && sy == 1) {                                             \
       for (int64_t i = 0; i < n; i++) {                                   \
         double a = x[i], b = y[i];                                        \
@@ -162,7 +165,7 @@ static bool same_shape(const ad_tensor *x, const ad_tensor *y) {
 /* static inline with a constant row function: each kernel below gets its
  * own copy with the row loop called directly. */
 static inline ad_tensor *binary(const char *op, ad_tensor *const *in,
-                                binary_row_fn row) {
+                                binary_row_fn row, double s) {
   const ad_tensor *x = in[0], *y = in[1];
   ad_tensor *out;
   /* Fast paths: dense operands of one shape, or a dense operand with a
@@ -170,17 +173,17 @@ static inline ad_tensor *binary(const char *op, ad_tensor *const *in,
    * operand's shape). */
   if (x->contiguous && y->contiguous && same_shape(x, y)) {
     out = ad__alloc(op, x->ndim, x->shape);
-    if (out) row(x->numel, x->data, 1, y->data, 1, out->data);
+    if (out) row(x->numel, x->data, 1, y->data, 1, out->data, s);
     return out;
   }
   if (y->numel == 1 && x->contiguous && y->ndim <= x->ndim) {
     out = ad__alloc(op, x->ndim, x->shape);
-    if (out) row(x->numel, x->data, 1, y->data, 0, out->data);
+    if (out) row(x->numel, x->data, 1, y->data, 0, out->data, s);
     return out;
   }
   if (x->numel == 1 && y->contiguous && x->ndim <= y->ndim) {
     out = ad__alloc(op, y->ndim, y->shape);
-    if (out) row(y->numel, x->data, 0, y->data, 1, out->data);
+    if (out) row(y->numel, x->data, 0, y->data, 1, out->data, s);
     return out;
   }
   int nd;
@@ -198,7 +201,7 @@ static inline ad_tensor *binary(const char *op, ad_tensor *const *in,
   int64_t n = p.shape[last], rows = out->numel / n;
   double *o = out->data;
   for (int64_t r = 0; r < rows; r++, o += n) {
-    row(n, ptr[0], p.st[0][last], ptr[1], p.st[1][last], o);
+    row(n, ptr[0], p.st[0][last], ptr[1], p.st[1][last], o, s);
     next_row(&p, 2, idx, ptr);
   }
   return out;
@@ -208,8 +211,7 @@ static inline ad_tensor *binary(const char *op, ad_tensor *const *in,
   ad_tensor *ad__k_##name(int nin, ad_tensor *const *in,                  \
                           const ad__attr *a) {                            \
     (void)nin;                                                            \
-    (void)a;                                                              \
-    return binary(opname, in, row_##name);                                \
+    return binary(opname, in, row_##name, a ? a->s0 : 0.0);               \
   }
 BINARY_OPS(BINARY_KERNEL)
 #undef BINARY_KERNEL

@@ -198,6 +198,10 @@ static ad__attr internal_attr(const opcase *c) {
     ad__attr a = internal_attr(c);                                         \
     return ad__dispatch(AD__OP_##name, c->nin, x, &a);                     \
   }
+static ad_tensor *ap_scaled_mul(const opcase *c, ad_tensor *const *x) {
+  ad__attr a = {.s0 = c->p.s0};
+  return ad__dispatch(AD__OP_scaled_mul, 2, x, &a);
+}
 AP_INTERNAL(slice_grad) AP_INTERNAL(scatter_add)
 AP_INTERNAL(conv2d_input_grad) AP_INTERNAL(conv2d_filter_grad)
 AP_INTERNAL(max_pool2d_scatter) AP_INTERNAL(max_pool2d_select)
@@ -336,6 +340,16 @@ static const opcase CASES[] = {
     BIN(mul, ref_mul, DU(-1, 1), DU(-1, 1), NULL, S2(2, 0), S2(2, 1),
         S2(2, 0)),
     BIN6(sub, ref_sub, DU(-1, 1), DU(-1, 1), NULL),
+    /* The internal fused product s * a * b, with and without broadcasting
+     * and with a negative scale. */
+    {.id = AD__OP_scaled_mul, .apply = ap_scaled_mul, .nin = 2,
+     .in = {MKSHP(S2(2, 3)), MKSHP(S2(2, 3))},
+     .dm = {MKDOM(DU(-1, 1)), MKDOM(DU(-1, 1))}, .out = MKSHP(S2(2, 3)),
+     .p = {.s0 = 2.5}},
+    {.id = AD__OP_scaled_mul, .apply = ap_scaled_mul, .nin = 2,
+     .in = {MKSHP(S2(2, 1)), MKSHP(S1(3))},
+     .dm = {MKDOM(DU(-1, 1)), MKDOM(DU(-1, 1))}, .out = MKSHP(S2(2, 3)),
+     .p = {.s0 = -0.75}},
     BIN6(mul, ref_mul, DU(-1, 1), DU(-1, 1), NULL),
     BIN6(div, ref_div, DU(-2, 2), DS(0.5, 2), NULL),
     BIN6(pow, pow, DU(0.5, 2), DU(-2, 2), NULL),
