@@ -6,6 +6,7 @@
 #   make valgrind   the test suite under valgrind (leaks and invalid access)
 #   make tsan       the test suite under ThreadSanitizer
 #   make bench      benchmarks, one line per figure
+#   make check-derivatives  the derivative checker on an example
 #   make install    PREFIX=/usr/local DESTDIR= (headers, libad.a, libad.so,
 #                   ad.pc)
 #   make deps       install OpenBLAS, GSL, cmocka and pkg-config (Debian)
@@ -58,7 +59,7 @@ SHARED_LIB = $(BUILD)/libad.so
 .SECONDARY:
 
 .PHONY: all deps check-deps lib test test-run run bench asan valgrind tsan \
-        install clean examples
+        install clean examples check-derivatives
 
 all: check-deps lib examples
 
@@ -115,6 +116,10 @@ test-run: $(TEST_BIN) $(GDB_TEST_DEPS)
 
 run: check-deps $(BUILD)/examples/tour
 	@$(BUILD)/examples/tour
+
+# The derivative checker on a user function, and a wrong gradient caught.
+check-derivatives: check-deps $(BUILD)/examples/check_derivatives
+	@$(BUILD)/examples/check_derivatives
 
 bench: check-deps $(BENCH_BIN)
 	@bash bench/run_bench.sh $(BUILD)

@@ -75,6 +75,7 @@ typedef struct ad__op {
   X(minimum, 2, 0, 0, 1, 1) X(atan2, 2, 0, 0, 1, 1) X(mod, 2, 0, 0, 1, 1)  \
   X(add_scalar, 1, AD__A, 0, 1, 1) X(mul_scalar, 1, AD__LA, 0, 1, 0)            \
   X(pow_scalar, 1, AD__A, 0, 1, 1) X(scaled_mul, 2, AD__A, 0, 1, 1)           \
+  X(tanh_grad, 2, 0, 0, 1, 1) X(sigmoid_grad, 2, 0, 0, 1, 1)                 \
   /* unary elementwise */                                                  \
   X(neg, 1, AD__L, 0, 1, 0) X(exp, 1, 0, 0, 1, 1) X(log, 1, 0, 0, 1, 1)        \
   X(log1p, 1, 0, 0, 1, 1) X(expm1, 1, 0, 0, 1, 1) X(sqrt, 1, 0, 0, 1, 1)   \

@@ -86,8 +86,25 @@ UNARY_RULES(acos,
 UNARY_RULES(atan, ad_pow_scalar(ad_add_scalar(ad_square(X0), 1.0), -1.0))
 UNARY_RULES(sinh, ad_cosh(X0))
 UNARY_RULES(cosh, ad_sinh(X0))
-UNARY_RULES(tanh, ad_add_scalar(ad_neg(ad_square(Y)), 1.0))
-UNARY_RULES(sigmoid, ad_mul(Y, ad_add_scalar(ad_neg(Y), 1.0)))
+/* tanh and sigmoid: f' from the output, g f'(y) in one fused pass. */
+static ad_tensor *fused_grad(ad__op_id id, ad_tensor *g, ad_tensor *y) {
+  ad_tensor *in[2] = {g, y};
+  return ad__dispatch(id, 2, in, NULL);
+}
+#define FUSED_UNARY_RULES(name)                                            \
+  ad_status ad__vjp_##name(const ad__opctx *c, ad_tensor *const *gout,     \
+                           const bool *need, ad_tensor **gin) {            \
+    (void)need;                                                            \
+    gin[0] = fused_grad(AD__OP_##name##_grad, gout[0], Y);                 \
+    return ok_or_error(gin[0]);                                            \
+  }                                                                        \
+  ad_status ad__jvp_##name(const ad__opctx *c, ad_tensor *const *tin,      \
+                           ad_tensor **tout) {                             \
+    tout[0] = fused_grad(AD__OP_##name##_grad, tin[0], Y);                 \
+    return ok_or_error(tout[0]);                                           \
+  }
+FUSED_UNARY_RULES(tanh)
+FUSED_UNARY_RULES(sigmoid)
 UNARY_RULES(softplus, ad_sigmoid(X0))
 SCALED_UNARY_RULES(erf, 1.1283791670955126 /* 2/sqrt(pi) */,
                    ad_exp(ad_neg(ad_square(X0))))
@@ -346,3 +363,22 @@ ad_status ad__jvp_scaled_mul(const ad__opctx *c, ad_tensor *const *tin,
   tout[0] = t;
   return ok_or_error(t);
 }
+
+/* tanh_grad(g, y) = g (1 - y^2): d/dg = 1 - y^2, d/dy = -2 g y. */
+static ad_status partials_tanh_grad(const ad__opctx *c, bool wa, bool wb,
+                                    ad_tensor **da, ad_tensor **db) {
+  if (wa) *da = ad_add_scalar(ad_neg(ad_square(X1)), 1.0);
+  if (wb) *db = ad__scaled_mul(X0, X1, -2.0);
+  return ((wa && !*da) || (wb && !*db)) ? ad_error() : AD_OK;
+}
+
+/* sigmoid_grad(g, y) = g y (1 - y): d/dg = y (1 - y), d/dy = g (1 - 2y). */
+static ad_status partials_sigmoid_grad(const ad__opctx *c, bool wa, bool wb,
+                                       ad_tensor **da, ad_tensor **db) {
+  if (wa) *da = ad_sub(X1, ad_square(X1));
+  if (wb) *db = ad_mul(X0, ad_add_scalar(ad_mul_scalar(X1, -2.0), 1.0));
+  return ((wa && !*da) || (wb && !*db)) ? ad_error() : AD_OK;
+}
+
+BINARY_RULES(tanh_grad)
+BINARY_RULES(sigmoid_grad)

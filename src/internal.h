@@ -186,14 +186,17 @@ typedef ad_tensor *(*ad__kernel_fn)(int nin, ad_tensor *const *in,
 
 /* Elementwise (src/kernels_elementwise.c).  Internal row:
  *   scaled_mul(a, b): a->s0 * a * b in one pass (broadcasting), which
- *     derivative rules use for products with a constant factor. */
+ *     derivative rules use for products with a constant factor;
+ *   tanh_grad(g, y) = g (1 - y^2) and sigmoid_grad(g, y) = g y (1 - y):
+ *     the VJPs of tanh and sigmoid from their outputs, in one pass. */
 #define AD__ELEMENTWISE_KERNELS(X)                                          \
   X(add) X(sub) X(mul) X(div) X(pow) X(maximum) X(minimum) X(atan2) X(mod)  \
   X(add_scalar) X(mul_scalar) X(pow_scalar)                                 \
   X(neg) X(exp) X(log) X(log1p) X(expm1) X(sqrt) X(square) X(abs) X(sin)   \
   X(cos) X(tan) X(asin) X(acos) X(atan) X(sinh) X(cosh) X(tanh) X(sigmoid) \
   X(softplus) X(relu) X(erf) X(sign) X(floor) X(clip)                       \
-  X(less) X(greater) X(equal) X(where) X(scaled_mul)
+  X(less) X(greater) X(equal) X(where) X(scaled_mul) X(tanh_grad)         \
+  X(sigmoid_grad)
 /* Reductions and softmax (src/kernels_reduce.c) */
 #define AD__REDUCE_KERNELS(X)                                               \
   X(sum) X(mean) X(prod) X(max) X(min) X(logsumexp) X(argmax) X(softmax)    \

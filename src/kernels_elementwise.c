@@ -121,7 +121,9 @@ static inline double mod_floor(double a, double b) {
   X(less, "ad_less", a < b ? 1.0 : 0.0)                 \
   X(greater, "ad_greater", a > b ? 1.0 : 0.0)           \
   X(equal, "ad_equal", a == b ? 1.0 : 0.0)                 \
-  X(scaled_mul, "ad_scaled_mul", s * a * b)
+  X(scaled_mul, "ad_scaled_mul", s * a * b)               \
+  X(tanh_grad, "ad_tanh_grad", a * (1.0 - b * b))         \
+  X(sigmoid_grad, "ad_sigmoid_grad", a * (b - b * b))
 
 #define BINARY_ROW(name, opname, expr)                                    \
   VECTORIZE static void row_##name(int64_t n, const double *restrict x, int64_t sx, \

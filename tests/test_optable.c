@@ -202,6 +202,16 @@ static ad_tensor *ap_scaled_mul(const opcase *c, ad_tensor *const *x) {
   ad__attr a = {.s0 = c->p.s0};
   return ad__dispatch(AD__OP_scaled_mul, 2, x, &a);
 }
+static ad_tensor *ap_tanh_grad(const opcase *c, ad_tensor *const *x) {
+  (void)c;
+  return ad__dispatch(AD__OP_tanh_grad, 2, x, NULL);
+}
+static ad_tensor *ap_sigmoid_grad(const opcase *c, ad_tensor *const *x) {
+  (void)c;
+  return ad__dispatch(AD__OP_sigmoid_grad, 2, x, NULL);
+}
+static double ref_tanh_grad(double g, double y) { return g * (1 - y * y); }
+static double ref_sigmoid_grad(double g, double y) { return g * y * (1 - y); }
 AP_INTERNAL(slice_grad) AP_INTERNAL(scatter_add)
 AP_INTERNAL(conv2d_input_grad) AP_INTERNAL(conv2d_filter_grad)
 AP_INTERNAL(max_pool2d_scatter) AP_INTERNAL(max_pool2d_select)
@@ -340,6 +350,9 @@ static const opcase CASES[] = {
     BIN(mul, ref_mul, DU(-1, 1), DU(-1, 1), NULL, S2(2, 0), S2(2, 1),
         S2(2, 0)),
     BIN6(sub, ref_sub, DU(-1, 1), DU(-1, 1), NULL),
+    /* The fused VJPs of tanh and sigmoid (internal rows). */
+    BIN6(tanh_grad, ref_tanh_grad, DU(-1, 1), DU(-0.9, 0.9), NULL),
+    BIN6(sigmoid_grad, ref_sigmoid_grad, DU(-1, 1), DU(0.1, 0.9), NULL),
     /* The internal fused product s * a * b, with and without broadcasting
      * and with a negative scale. */
     {.id = AD__OP_scaled_mul, .apply = ap_scaled_mul, .nin = 2,
