@@ -119,6 +119,9 @@ if [ $have_adolc -eq 1 ]; then
   } | tee -a "$results"
 fi
 
+# Issue 5: gradient checkpointing, peak memory and time of a long chain.
+run "$BIN/bench_checkpoint"
+
 run "$BIN/bench_core" --canary "end"
 
 # The readable table: label; case; tool; figure prefix; comparison; target;
@@ -138,6 +141,10 @@ awk -F ' [|] ' -v specs="$(cat <<'EOF'
 [4] Rosenbrock 1e6 JVP / f;rosenbrock n=1e6;libad;JVP / function;<=;2.5;x;pytorch;JVP (forward_ad) / function
 [4] Rosenbrock 1e6 HVP / f;rosenbrock n=1e6;libad;HVP / function;<=;6;x;pytorch;HVP (double backward) / function
 [4] Hessian n=100 time;hessian n=100;libad;time per Hessian;report;;us;adolc;time per Hessian
+[5] chain peak memory, plain / ckpt;checkpoint chain;libad;peak memory plain / checkpointed;>=;10;x;;
+[5] chain time, checkpointed / plain;checkpoint chain;libad;checkpointed time / plain time;<=;2;x;;
+[5] chain peak memory, plain;checkpoint chain;libad;peak memory growth, plain;report;;MiB;;
+[5] chain peak memory, checkpointed;checkpoint chain;libad;peak memory growth, checkpointed;report;;MiB;;
 EOF
 )" '
 function find(c, t, f,   i) {

@@ -17,7 +17,11 @@ for bin in "$@"; do
     | head -40
   p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
   f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
+  # cmocka's closing " N FAILED TEST(S)" also counts setup/teardown
+  # errors, which the "[  FAILED  ]" line leaves out.
+  ft=$(printf '%s\n' "$out" | sed -n 's/^ *\([0-9]*\) FAILED TEST(S).*/\1/p' | tail -1)
   p=${p:-0}; f=${f:-0}
+  if [ -n "$ft" ] && [ "$ft" -gt "$f" ]; then f=$ft; fi
   if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     # A crash, a sanitizer report or a leak: the suite counts as failed.
     echo "$name: exited with status $rc"
