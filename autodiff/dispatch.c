@@ -137,9 +137,9 @@ bool ad__anomaly_found(const char *op, const char *what, int nin,
   double v = dense ? dense->data[bad] : NAN;
   ad_release(dense);
   char where[96] = "";
-  if (ad__contexts.backward_op)
-    snprintf(where, sizeof where, " (in the backward pass of %s)",
-             ad__contexts.backward_op);
+  if (ad__contexts.rule_op)
+    snprintf(where, sizeof where, " (in the %s of %s)",
+             ad__contexts.rule_kind, ad__contexts.rule_op);
   ad__error(AD_ECHECK,
             "%s: anomaly: %s %s has %g at element %lld although the "
             "inputs, of shapes %s, are finite%s",
@@ -229,7 +229,13 @@ static ad_status propagate_level(int li, const ad__op *op, int nin,
       ad__ctx_pause_from(li, +1);
       ad_scope_begin();
       unsigned long errors_before = ad__error_count();
+      const char *outer_op = ad__contexts.rule_op;
+      const char *outer_kind = ad__contexts.rule_kind;
+      ad__contexts.rule_op = op->name;
+      ad__contexts.rule_kind = "JVP";
       st = jvp(&c, tin, tout);
+      ad__contexts.rule_op = outer_op;
+      ad__contexts.rule_kind = outer_kind;
       /* A rule that took a failed op's NULL for a zero still fails. */
       if (st == AD_OK && ad__error_count() != errors_before && ad_error())
     st = ad_error();

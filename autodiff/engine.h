@@ -174,7 +174,8 @@ typedef struct ad__ctx_stack {
   int active;      /* contexts with paused == 0, unless all paused */
   int global_pause;
   bool anomaly;    /* ad_set_anomaly_detection */
-  const char *backward_op; /* the op whose VJP rule runs, for messages */
+  const char *rule_op;   /* the op whose VJP or JVP rule runs, and */
+  const char *rule_kind; /* "backward pass" or "JVP", for messages */
 } ad__ctx_stack;
 
 extern _Thread_local ad__ctx_stack ad__contexts;

@@ -364,13 +364,16 @@ static ad_status run_node_vjp(node *n, ad_tensor **grads) {
   if (n->nout == 1 && !gout[0]) gout[0] = ad__zeros_like(out[0]);
   ad__opctx c = {op,     n->nin,   n->nout, in,
                  out,    n->attr,  n->extra, n->broadcast_inputs};
-  const char *outer_op = ad__contexts.backward_op;
-  ad__contexts.backward_op = op->name;
+  const char *outer_op = ad__contexts.rule_op;
+  const char *outer_kind = ad__contexts.rule_kind;
+  ad__contexts.rule_op = op->name;
+  ad__contexts.rule_kind = "backward pass";
   unsigned long errors_before = ad__error_count();
   st = op->vjp(&c, gout, need, gin);
   if (st == AD_OK && ad__error_count() != errors_before && ad_error())
     st = ad_error();
-  ad__contexts.backward_op = outer_op;
+  ad__contexts.rule_op = outer_op;
+  ad__contexts.rule_kind = outer_kind;
   /* Anomaly detection names the first rule that turns finite cotangents
    * and inputs into a non-finite gradient. */
   for (int i = 0; st == AD_OK && ad__contexts.anomaly && i < n->nin; i++) {
