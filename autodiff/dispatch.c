@@ -108,14 +108,7 @@ static int64_t first_nonfinite(const ad_tensor *t) {
   const double *p = t->data;
   for (int64_t n = 0; n < t->numel; n++) {
     if (!isfinite(*p)) return n;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-      if (++idx[d] < t->shape[d]) {
-        p += t->strides[d];
-        break;
-      }
-      p -= t->strides[d] * (t->shape[d] - 1);
-      idx[d] = 0;
-    }
+    p += ad__next_element(t, idx);
   }
   return -1;
 }

@@ -64,6 +64,20 @@ static bool same_shape_as(const ad_tensor *v, const ad_tensor *x,
   return false;
 }
 
+/* The arguments shared by ad_vjp and ad_jvp: f, a point x and a direction
+ * (u or v) to pair with.  Clears *value first. */
+static bool check_direction(const void *f, ad_tensor *x, ad_tensor *dir,
+                            const char *dir_name, ad_tensor **value,
+                            const char *op) {
+  if (value) *value = NULL;
+  if (!check_fn(f, op) || !check_inputs(1, &x, op)) return false;
+  if (!dir) {
+    ad__error_null_arg(op, dir_name);
+    return false;
+  }
+  return true;
+}
+
 /* Close a tape that f may have left in a bad state, reporting a context
  * left open inside f. */
 static bool end_tape(ad_tape *tape, const char *op) {
@@ -132,13 +146,8 @@ ad_tensor *ad_grad(ad_fn f, void *ctx, ad_tensor *x) {
 ad_tensor *ad_vjp(ad_fn f, void *ctx, ad_tensor *x, ad_tensor *u,
                   ad_tensor **value) {
   const char *op = "ad_vjp";
-  if (value) *value = NULL;
-  if (!check_fn((const void *)(uintptr_t)f, op) || !check_inputs(1, &x, op))
+  if (!check_direction((const void *)(uintptr_t)f, x, u, "u", value, op))
     return NULL;
-  if (!u) {
-    ad__error_null_arg(op, "u");
-    return NULL;
-  }
   ad_tensor *g = NULL;
   if (reverse(NULL, f, ctx, 1, &x, u, &g, value, op) != AD_OK) return NULL;
   return g;
@@ -194,14 +203,9 @@ static ad_status forward(ad_fn_n fn, ad_fn f1, void *ctx, int n,
 ad_tensor *ad_jvp(ad_fn f, void *ctx, ad_tensor *x, ad_tensor *v,
                   ad_tensor **value) {
   const char *op = "ad_jvp";
-  if (value) *value = NULL;
-  if (!check_fn((const void *)(uintptr_t)f, op) || !check_inputs(1, &x, op))
+  if (!check_direction((const void *)(uintptr_t)f, x, v, "v", value, op) ||
+      !same_shape_as(v, x, "v", "x", op))
     return NULL;
-  if (!v) {
-    ad__error_null_arg(op, "v");
-    return NULL;
-  }
-  if (!same_shape_as(v, x, "v", "x", op)) return NULL;
   ad_tensor *t = NULL;
   if (forward(NULL, f, ctx, 1, &x, &v, &t, value, op) != AD_OK) return NULL;
   return t;

@@ -110,14 +110,7 @@ static void for_each_element(const ad_tensor *t, element_fn fn, void *ctx) {
   const double *p = t->data;
   for (int64_t n = 0; n < t->numel; n++) {
     fn(*p, ctx);
-    for (int d = t->ndim - 1; d >= 0; d--) {
-      if (++idx[d] < t->shape[d]) {
-        p += t->strides[d];
-        break;
-      }
-      p -= t->strides[d] * (t->shape[d] - 1);
-      idx[d] = 0;
-    }
+    p += ad__next_element(t, idx);
   }
 }
 

@@ -106,6 +106,20 @@ ad_status ad__check_shape(const char *op, int ndim, const int64_t *shape);
 /* Copy t's elements, row-major, into out (numel doubles). */
 void ad__gather_contiguous(const ad_tensor *t, double *out);
 
+/* Move the multi-index idx (into t, row-major order) to the next element
+ * and return how far the element's address moves, in elements: the one
+ * walk over a strided tensor that copying, scanning and printing share.
+ * After the last element idx wraps to zeros. */
+static inline int64_t ad__next_element(const ad_tensor *t, int64_t *idx) {
+  int64_t delta = 0;
+  for (int d = t->ndim - 1; d >= 0; d--) {
+    if (++idx[d] < t->shape[d]) return delta + t->strides[d];
+    delta -= t->strides[d] * (t->shape[d] - 1);
+    idx[d] = 0;
+  }
+  return delta;
+}
+
 /* Row-major strides of a dense shape. */
 void ad__dense_strides(int ndim, const int64_t *shape, int64_t *strides);
 

@@ -216,14 +216,7 @@ void ad__gather_contiguous(const ad_tensor *t, double *out) {
   const double *p = t->data;
   for (int64_t n = 0; n < t->numel; n++) {
     out[n] = *p;
-    for (int d = t->ndim - 1; d >= 0; d--) {
-      if (++idx[d] < t->shape[d]) {
-        p += t->strides[d];
-        break;
-      }
-      p -= t->strides[d] * (t->shape[d] - 1);
-      idx[d] = 0;
-    }
+    p += ad__next_element(t, idx);
   }
 }
 
