@@ -7,6 +7,7 @@
 #   make tsan       the test suite under ThreadSanitizer
 #   make bench      benchmarks, one line per figure
 #   make check-derivatives  the derivative checker on an example
+#   make digits     train a small CNN on the UCI digits
 #   make install    PREFIX=/usr/local DESTDIR= (headers, libad.a, libad.so,
 #                   ad.pc)
 #   make deps       install OpenBLAS, GSL, cmocka and pkg-config (Debian)
@@ -59,7 +60,7 @@ SHARED_LIB = $(BUILD)/libad.so
 .SECONDARY:
 
 .PHONY: all deps check-deps lib test test-run run bench asan valgrind tsan \
-        install clean examples check-derivatives
+        install clean examples check-derivatives digits
 
 all: check-deps lib examples
 
@@ -100,6 +101,11 @@ $(BUILD)/bench/%: bench/%.c $(STATIC_LIB) $(HEADERS)
 
 examples: $(EXAMPLE_BIN)
 
+# Suites and benchmarks that include example programs (to test and time
+# the examples themselves) are rebuilt when those change.
+$(BUILD)/tests/test_gsl $(BUILD)/bench/bench_gsl: $(wildcard examples/gsl_*.c)
+$(BUILD)/tests/test_optim: examples/optimizers.c
+
 # tests/gdb_test.sh drives gdb over build/examples/debug_demo and counts in
 # the summed line; the sanitizer and valgrind runs leave it out (GDB_TEST=).
 GDB_TEST ?= tests/gdb_test.sh
@@ -114,8 +120,15 @@ test: check-deps
 test-run: $(TEST_BIN) $(GDB_TEST_DEPS)
 	@AD_BUILD=$(BUILD) bash tests/run_tests.sh "$(RUNNER)" $(TEST_BIN) $(GDB_TEST)
 
-run: check-deps $(BUILD)/examples/tour
+run: check-deps $(BUILD)/examples/tour $(BUILD)/examples/digits
 	@$(BUILD)/examples/tour
+	@echo
+	@echo "== A small CNN on the UCI digits, 3 epochs (make digits trains 15) =="
+	@$(BUILD)/examples/digits --short
+
+# Train the digits CNN (examples/digits.c); ends "test accuracy: 0.xxxx".
+digits: check-deps $(BUILD)/examples/digits
+	@$(BUILD)/examples/digits
 
 # The derivative checker on a user function, and a wrong gradient caught.
 check-derivatives: check-deps $(BUILD)/examples/check_derivatives

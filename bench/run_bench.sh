@@ -122,6 +122,36 @@ fi
 # Issue 5: gradient checkpointing, peak memory and time of a long chain.
 run "$BIN/bench_checkpoint"
 
+# Issue 7: training steps of models built with ad/nn.h (the digits CNN and
+# the 784-256-256-10 MLP, forward + backward + Adam), alternating with the
+# same models in PyTorch (torch_nn.py drives bench_nn --serve).
+if [ $have_torch -eq 1 ]; then
+  run "$PY" "$HERE/torch_nn.py" "$BIN/bench_nn" \
+    || { echo "# nn: falling back to libad alone"; run "$BIN/bench_nn"; }
+else
+  run "$BIN/bench_nn"
+fi
+
+# Issue 6: the GSL adapters, time per fdf call against a gradient written
+# by hand in C (Rosenbrock and logistic regression, the examples' functions).
+run "$BIN/bench_gsl"
+
+# Issue 10: tracing.  The scalar Rosenbrock function replayed (forward,
+# gradient, Hessian-vector product) against plain C and ADOL-C's tape;
+# bench_trace alternates its rounds with the long-lived ADOL-C peer.
+tpeer=
+if [ $have_adolc -eq 1 ]; then
+  tpeer=$BIN/adolc_trace_peer
+  if [ ! -x "$tpeer" ] || [ "$HERE/adolc_trace_peer.cpp" -nt "$tpeer" ]; then
+    tinc=$(dirname "$ADOLC_INC"); [ "$tinc" = /usr/include ] && tinc= || tinc=-I$tinc
+    g++ -std=c++14 -O2 -Wall -Wextra $tinc "$HERE/adolc_trace_peer.cpp" \
+        -ladolc -o "$tpeer" 2>"$BIN/adolc_trace_peer.log" || rm -f "$tpeer"
+  fi
+  [ -x "$tpeer" ] || { echo "# adolc trace peer did not build" \
+                            "(see $BIN/adolc_trace_peer.log)"; tpeer=; }
+fi
+run "$BIN/bench_trace" $tpeer
+
 run "$BIN/bench_core" --canary "end"
 
 # The readable table: label; case; tool; figure prefix; comparison; target;
@@ -145,6 +175,27 @@ awk -F ' [|] ' -v specs="$(cat <<'EOF'
 [5] chain time, checkpointed / plain;checkpoint chain;libad;checkpointed time / plain time;<=;2;x;;
 [5] chain peak memory, plain;checkpoint chain;libad;peak memory growth, plain;report;;MiB;;
 [5] chain peak memory, checkpointed;checkpoint chain;libad;peak memory growth, checkpointed;report;;MiB;;
+[7] CNN train step, libad / pytorch;train cnn digits;libad;libad time / pytorch time;<=;1.0;x;;
+[7] CNN train step time;train cnn digits;libad;train step;report;;ms;pytorch;train step
+[7] MLP train step, libad / pytorch;train mlp 784;libad;libad time / pytorch time;<=;1.0;x;;
+[7] MLP train step time;train mlp 784;libad;train step;report;;ms;pytorch;train step
+[6] GSL fdf Rosenbrock n=1e3 / by hand;gsl rosenbrock n=1e3;libad;libad fdf / hand-written fdf;<=;3;x;;
+[6] GSL fdf Rosenbrock n=1e5 / by hand;gsl rosenbrock n=1e5;libad;libad fdf / hand-written fdf;<=;3;x;;
+[6] GSL fdf Rosenbrock n=2 / by hand;gsl rosenbrock n=2;libad;libad fdf / hand-written fdf;report;;x;;
+[6] GSL fdf Rosenbrock n=2 time;gsl rosenbrock n=2;libad;time per fdf call;report;;us;c;time per fdf call
+[6] GSL fdf logistic n=1e3 / by hand;gsl logistic n=1e3 m=1e3;libad;libad fdf / hand-written fdf;<=;3;x;;
+[6] GSL fdf logistic n=10 m=1e5 / by hand;gsl logistic n=10 m=1e5;libad;libad fdf / hand-written fdf;<=;3;x;;
+[6] GSL fdf logistic n=2 / by hand;gsl logistic n=2 m=1e3;libad;libad fdf / hand-written fdf;report;;x;;
+[6] GSL fdf logistic, breast cancer;gsl logistic breast cancer;libad;libad fdf / hand-written fdf;report;;x;;
+[10] traced gradient n=1e2 / adolc;rosenbrock scalar n=1e2;libad;replayed gradient / adolc gradient();<=;1.0;x;adolc;gradient() on its tape
+[10] traced gradient n=1e3 / adolc;rosenbrock scalar n=1e3;libad;replayed gradient / adolc gradient();<=;1.0;x;adolc;gradient() on its tape
+[10] traced gradient n=1e4 / adolc;rosenbrock scalar n=1e4;libad;replayed gradient / adolc gradient();<=;1.0;x;adolc;gradient() on its tape
+[10] traced hess_vec n=1e2 / adolc;rosenbrock scalar n=1e2;libad;replayed hess_vec / adolc hess_vec();<=;1.0;x;adolc;hess_vec() on its tape
+[10] traced hess_vec n=1e3 / adolc;rosenbrock scalar n=1e3;libad;replayed hess_vec / adolc hess_vec();<=;1.0;x;adolc;hess_vec() on its tape
+[10] traced hess_vec n=1e4 / adolc;rosenbrock scalar n=1e4;libad;replayed hess_vec / adolc hess_vec();<=;1.0;x;adolc;hess_vec() on its tape
+[10] traced forward n=1e2 / plain C;rosenbrock scalar n=1e2;libad;replayed forward / plain C;<=;5;x;C;plain double code
+[10] traced forward n=1e3 / plain C;rosenbrock scalar n=1e3;libad;replayed forward / plain C;<=;5;x;C;plain double code
+[10] traced forward n=1e4 / plain C;rosenbrock scalar n=1e4;libad;replayed forward / plain C;<=;5;x;C;plain double code
 EOF
 )" '
 function find(c, t, f,   i) {

@@ -15,6 +15,9 @@
  *   ad/custom.h    custom ops with user-defined rules; checkpointing
  *   ad/check.h     the derivative checker (finite differences, any order)
  *   ad/debug.h     summaries of big tensors (ad_summary), the AD_DEBUG switch
+ *   ad/optim.h     first-order optimizers over variables: SGD, Adam, L-BFGS
+ *   ad/nn.h        layers, models, losses, datasets, metrics, checkpoints
+ *   ad/gsl.h       GSL adapters (include it yourself: it brings in GSL's headers)
  *
  * Memory: every tensor a call returns belongs to the innermost scope open
  * on the calling thread; ad_scope_end() releases them all and ad_keep()
@@ -51,5 +54,7 @@
 #include "ad/check.h"
 #include "ad/custom.h"
 #include "ad/debug.h"
+#include "ad/optim.h"
+#include "ad/nn.h"
 
 #endif /* AD_H */
