@@ -366,6 +366,23 @@ ad_tensor *ad__k_slice_grad(int nin, ad_tensor *const *in,
       return NULL;
     }
   }
+  /* A unit-step slice with nothing but size-1 axes before it is one
+   * contiguous block of the result: zero only around it, so that each
+   * element is written once (the backward pass of every x[1:] or x[:-1]
+   * runs through here). */
+  bool one_block = a->step == 1 && g->contiguous && count > 0;
+  for (int i = 0; one_block && i < ax; i++) one_block = a->shape[i] == 1;
+  if (one_block) {
+    ad_tensor *out = ad__alloc(op, a->ndim, a->shape);
+    if (!out) return NULL;
+    int64_t inner = out->strides[ax];
+    int64_t head = a->start * inner, body = count * inner;
+    memset(out->data, 0, (size_t)head * sizeof(double));
+    memcpy(out->data + head, g->data, (size_t)body * sizeof(double));
+    memset(out->data + head + body, 0,
+           (size_t)(out->numel - head - body) * sizeof(double));
+    return out;
+  }
   ad_tensor *out = alloc_zeros(op, a->ndim, a->shape);
   if (!out || count == 0) return out;
   int64_t dstr[AD_MAX_DIMS];
