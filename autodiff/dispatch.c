@@ -31,7 +31,13 @@ static void recount_active(void) {
   if (!ad__contexts.global_pause)
     for (int i = 0; i < ad__contexts.n; i++)
       if (ad__contexts.items[i].paused == 0) active++;
-  ad__contexts.active = active;
+  /* A recording trace sees every op, paused or not. */
+  ad__contexts.active = active + (ad__contexts.trace != NULL);
+}
+
+void ad__ctx_set_trace(void *rec) {
+  ad__contexts.trace = rec;
+  recount_active();
 }
 
 ad_status ad__ctx_push(int kind, void *obj) {
@@ -250,6 +256,10 @@ ad_status ad__record(const ad__op *op, int nin, ad_tensor *const *in,
                      int nout, ad_tensor *const *out, bool fresh_outputs,
                      const ad__attr *attr, void *extra,
                      void (*retain_extra)(void *)) {
+  if (ad__contexts.trace) {
+    ad_status st = ad__trace_record(op, nin, in, nout, out, attr);
+    if (st != AD_OK) return st;
+  }
   if (op->flags & AD__OP_NONDIFF) return AD_OK;
   if (nout > MAX_OUT)
     return ad__error(AD_EINVAL, "%s: at most %d outputs are supported",

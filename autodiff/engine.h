@@ -176,6 +176,9 @@ typedef struct ad__ctx_stack {
   bool anomaly;    /* ad_set_anomaly_detection */
   const char *rule_op;   /* the op whose VJP or JVP rule runs, and */
   const char *rule_kind; /* "backward pass" or "JVP", for messages */
+  void *trace;     /* the innermost trace recording on this thread
+                      (autodiff/trace*.c), or NULL; counts as one active
+                      context that pausing never stops */
 } ad__ctx_stack;
 
 extern _Thread_local ad__ctx_stack ad__contexts;
@@ -194,7 +197,15 @@ void ad__ctx_pause_from(int from, int delta);
 void ad__ctx_pause_range(int from, int to, int delta);
 /* Pause or resume the context at index i alone. */
 void ad__ctx_pause_at(int i, int delta);
-/* True when some tape or level is active on this thread. */
+/* Make rec the innermost recording trace of this thread (NULL: none). */
+void ad__ctx_set_trace(void *rec);
+/* Called by ad__record, first, for every application while a trace
+ * records (autodiff/trace_record.c). */
+ad_status ad__trace_record(const ad__op *op, int nin, ad_tensor *const *in,
+                           int nout, ad_tensor *const *out,
+                           const ad__attr *attr);
+/* True when some tape or level is active, or a trace records, on this
+ * thread. */
 static inline bool ad__ad_active(void) { return ad__contexts.active > 0; }
 
 /* Anomaly detection: true (with an AD_ECHECK error naming op, the

@@ -17,6 +17,7 @@
  *   ad/debug.h     summaries of big tensors (ad_summary), the AD_DEBUG switch
  *   ad/optim.h     first-order optimizers over variables: SGD, Adam, L-BFGS
  *   ad/nn.h        layers, models, losses, datasets, metrics, checkpoints
+ *   ad/trace.h     tracing: trace once, replay fast (guards re-trace)
  *   ad/gsl.h       GSL adapters (include it yourself: it brings in GSL's headers)
  *
  * Memory: every tensor a call returns belongs to the innermost scope open
@@ -56,5 +57,6 @@
 #include "ad/debug.h"
 #include "ad/optim.h"
 #include "ad/nn.h"
+#include "ad/trace.h"
 
 #endif /* AD_H */

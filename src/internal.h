@@ -143,6 +143,11 @@ static inline bool ad__alloc_should_fail(void) {
   return --ad__fail_countdown == 0;
 }
 
+/* Set by autodiff/ while it traces a function on this thread (NULL
+ * otherwise): ad_item and ad_read call it with the tensor they read, so
+ * that reads of traced values become guards. */
+extern _Thread_local void (*ad__read_hook)(const ad_tensor *t);
+
 /* A fresh tensor id (per-thread counter with a thread tag). */
 uint64_t ad__next_id(void);
 

@@ -467,6 +467,8 @@ int64_t ad_numel(const ad_tensor *t) {
   return t->numel;
 }
 
+_Thread_local void (*ad__read_hook)(const ad_tensor *t);
+
 double ad_item(const ad_tensor *t) {
   if (!t) {
     ad__error_null_arg("ad_item", "t");
@@ -478,6 +480,7 @@ double ad_item(const ad_tensor *t) {
               ad__shape_str(buf, t->ndim, t->shape), (long long)t->numel);
     return NAN;
   }
+  if (__builtin_expect(ad__read_hook != NULL, 0)) ad__read_hook(t);
   return t->data[0];
 }
 
@@ -497,5 +500,6 @@ ad_status ad_read(const ad_tensor *t, double *out, int64_t n) {
                      (long long)t->numel);
   }
   ad__gather_contiguous(t, out);
+  if (__builtin_expect(ad__read_hook != NULL, 0)) ad__read_hook(t);
   return AD_OK;
 }

@@ -185,6 +185,57 @@ static void multimin_works_with_every_minimizer_type(void **state) {
   ad_gsl_multimin_fdf_free(&fdf);
 }
 
+/* A function whose branch depends on x: a guard, so the traced adapter
+ * must re-trace when the minimizer crosses x0 = 3 instead of replaying the
+ * wrong branch. */
+static ad_tensor *piecewise_paraboloid(ad_tensor *x, void *ctx) {
+  (void)ctx;
+  ad_tensor *centre = ad_tensor_new(1, SHAPE(2), VALUES(1.0, 2.0));
+  ad_tensor *d = ad_sub(x, centre);
+  /* Two ways to the same square, chosen by a value read in C. */
+  ad_tensor *sq =
+      ad_item(ad_slice(x, 0, 0, 1, 1)) > 3.0 ? ad_square(d) : ad_mul(d, d);
+  return ad_add_scalar(ad_sum_all(sq), 30.0);
+}
+
+static void traced_adapter_matches_the_eager_one(void **state) {
+  (void)state;
+  const ad_fn fns[2] = {paraboloid, piecewise_paraboloid};
+  for (int k = 0; k < 2; k++) {
+    double end[2][2];
+    for (int traced = 0; traced < 2; traced++) {
+      gsl_multimin_function_fdf fdf;
+      assert_int_equal(ad_gsl_multimin_fdf_flags(&fdf, fns[k], NULL, 2,
+                                                 traced ? AD_GSL_TRACE : 0),
+                       AD_OK);
+      GSL_VEC(x0, 5.0, 7.0);
+      gsl_multimin_fdfminimizer *s = gsl_multimin_fdfminimizer_alloc(
+          gsl_multimin_fdfminimizer_vector_bfgs2, 2);
+      assert_int_equal(
+          gsl_multimin_fdfminimizer_set(s, &fdf, x0, 0.01, 1e-4),
+          GSL_SUCCESS);
+      int status = GSL_CONTINUE;
+      for (int iter = 0; iter < 1000 && status == GSL_CONTINUE; iter++) {
+        if (gsl_multimin_fdfminimizer_iterate(s)) break;
+        status = gsl_multimin_test_gradient(s->gradient, 1e-8);
+      }
+      end[traced][0] = gsl_vector_get(s->x, 0);
+      end[traced][1] = gsl_vector_get(s->x, 1);
+      assert_true(fabs(s->f - 30) < 1e-12);
+      gsl_multimin_fdfminimizer_free(s);
+      ad_gsl_multimin_fdf_free(&fdf);
+    }
+    /* The same iterates: replay gives the eager values bit for bit. */
+    assert_true(end[0][0] == end[1][0] && end[0][1] == end[1][1]);
+    assert_true(fabs(end[1][0] - 1) < 1e-6 && fabs(end[1][1] - 2) < 1e-6);
+  }
+  gsl_multimin_function_fdf fdf;
+  assert_int_equal(ad_gsl_multimin_fdf_flags(&fdf, paraboloid, NULL, 2, 4u),
+                   AD_EINVAL);
+  ad_error_clear();
+  assert_int_equal(ad_error(), AD_OK);
+}
+
 static void rosenbrock_example_reaches_one_one_with_vector_bfgs2(void **st) {
   (void)st;
   double xmin[2];
@@ -858,6 +909,7 @@ int main(void) {
       scoped_test(multimin_reads_and_writes_strided_vectors),
       scoped_test(multimin_callbacks_leave_the_scope_clean),
       scoped_test(multimin_works_with_every_minimizer_type),
+      scoped_test(traced_adapter_matches_the_eager_one),
       scoped_test(rosenbrock_example_reaches_one_one_with_vector_bfgs2),
       scoped_test(rosenbrock_example_prints_gsl_style_progress),
       scoped_test(logistic_example_fits_the_breast_cancer_data),

@@ -134,6 +134,18 @@ extern "C" {
 ad_status ad_gsl_multimin_fdf(gsl_multimin_function_fdf *out, ad_fn f,
                               void *ctx, size_t n);
 
+/* Flag for ad_gsl_multimin_fdf_flags: trace f on the first call
+ * (include/ad/trace.h) and replay it afterwards; fdf then replays the
+ * traced value-and-gradient program in one pass without a tape.  A guard
+ * that fails (f branching differently at a new x) re-traces by itself.
+ * f must be replayable: see ad_trace for what a trace captures. */
+#define AD_GSL_TRACE 1u
+
+/* ad_gsl_multimin_fdf with flags (0 or AD_GSL_TRACE); AD_EINVAL for
+ * unknown flags. */
+ad_status ad_gsl_multimin_fdf_flags(gsl_multimin_function_fdf *out, ad_fn f,
+                                    void *ctx, size_t n, unsigned flags);
+
 /* Release the state of a struct filled by ad_gsl_multimin_fdf and zero
  * the struct.  NULL-safe; a struct this adapter did not fill (or already
  * freed) is left alone. */
