@@ -8,6 +8,8 @@
 #   make bench      benchmarks, one line per figure
 #   make check-derivatives  the derivative checker on an example
 #   make digits     train a small CNN on the UCI digits
+#   make bench-compare  libad against PyTorch, libtorch and ADOL-C, and on
+#                   ADBench; rewrites the results in docs/BENCHMARKS.md
 #   make install    PREFIX=/usr/local DESTDIR= (headers, libad.a, libad.so,
 #                   ad.pc)
 #   make deps       install OpenBLAS, GSL, cmocka and pkg-config (Debian)
@@ -60,7 +62,7 @@ SHARED_LIB = $(BUILD)/libad.so
 .SECONDARY:
 
 .PHONY: all deps check-deps lib test test-run run bench asan valgrind tsan \
-        install clean examples check-derivatives digits
+        install clean examples check-derivatives digits bench-compare
 
 all: check-deps lib examples
 
@@ -136,6 +138,14 @@ check-derivatives: check-deps $(BUILD)/examples/check_derivatives
 
 bench: check-deps $(BENCH_BIN)
 	@bash bench/run_bench.sh $(BUILD)
+
+# libad against PyTorch, libtorch and ADOL-C (those installed) and on
+# ADBench's GMM and LSTM; rewrites the results in docs/BENCHMARKS.md.
+bench-compare: check-deps $(STATIC_LIB)
+	@bash bench/compare/run.sh $(BUILD)
+
+# tests/test_adbench.c includes the ADBench objectives in bench/adbench/.
+$(BUILD)/tests/test_adbench: $(wildcard bench/adbench/*.h)
 
 SAN_ASAN = -fsanitize=address,undefined -fno-omit-frame-pointer \
            -fno-sanitize-recover=all

@@ -167,7 +167,7 @@ static ad_status linear_jvp(const ad__opctx *c, ad_tensor *const *tin,
                                  : malloc((size_t)c->nin * sizeof *args);
   if (!args) return ad__error(AD_ENOMEM, "%s: out of memory", c->op->name);
   for (int i = 0; i < c->nin; i++) {
-    if (c->op->const_inputs & (1u << i))
+    if (ad__mask_bit(c->op->const_inputs, i))
       args[i] = c->in[i];
     else
       args[i] = tin[i] ? tin[i] : ad__zeros_like(c->in[i]);
@@ -209,7 +209,7 @@ static ad_status propagate_level(int li, const ad__op *op, int nin,
   if (!tin) return ad__error(AD_ENOMEM, "%s: out of memory", op->name);
   bool any = false;
   for (int i = 0; i < nin; i++) {
-    tin[i] = (op->const_inputs & (1u << i)) ? NULL
+    tin[i] = ad__mask_bit(op->const_inputs, i) ? NULL
                                              : ad__fwd_tangent(acc, in[i]);
     any |= tin[i] != NULL;
   }

@@ -241,12 +241,21 @@ void ad__var_retain(ad_var *v);
 
 /* Sum g down to the shape of like (undoing broadcasting). */
 ad_tensor *ad__unbroadcast(ad_tensor *g, const ad_tensor *like);
+/* Bit i of a per-input mask; inputs past the 32 a mask holds have none
+ * (shifting by 32 or more would be undefined). */
+static inline bool ad__mask_bit(unsigned mask, int i) {
+  return i < 32 && ((mask >> i) & 1u);
+}
+/* Whether input i may have been broadcast: inputs past 32 always may. */
+static inline bool ad__maybe_broadcast(unsigned mask, int i) {
+  return i >= 32 || ((mask >> i) & 1u);
+}
 /* The same for input i of an op with one output, without touching the
  * input's header when the op saw no broadcasting there (the backward pass
  * visits headers that are long out of cache). */
 static inline ad_tensor *ad__unbroadcast_input(const ad__opctx *c,
                                                ad_tensor *g, int i) {
-  if (!g || !(c->broadcast_inputs & (1u << i))) return g;
+  if (!g || !ad__maybe_broadcast(c->broadcast_inputs, i)) return g;
   return ad__unbroadcast(g, c->in[i]);
 }
 /* The broadcast_inputs mask of an application. */

@@ -210,7 +210,8 @@ int64_t ad_tape_size(const ad_tape *tape) {
 bool ad__tape_tracks_any(const ad_tape *tape, int nin, ad_tensor *const *in,
                          unsigned const_inputs) {
   for (int i = 0; i < nin; i++)
-    if (!(const_inputs & (1u << i)) && slot_of(tape, in[i]) >= 0) return true;
+    if (!ad__mask_bit(const_inputs, i) && slot_of(tape, in[i]) >= 0)
+      return true;
   return false;
 }
 
@@ -271,7 +272,8 @@ ad_status ad__tape_record(ad_tape *tape, const ad__op *op, int nin,
   int64_t *in_slot = node_in_slot(n), *out_slot = node_out_slot(n);
   for (int i = 0; i < nin; i++) {
     nin_t[i] = ad_retain(in[i]);
-    in_slot[i] = (op->const_inputs & (1u << i)) ? -1 : slot_of(tape, in[i]);
+    in_slot[i] =
+        ad__mask_bit(op->const_inputs, i) ? -1 : slot_of(tape, in[i]);
   }
   for (int j = 0; j < nout; j++) {
     nout_t[j] = ad_retain(out[j]);
@@ -394,7 +396,7 @@ static ad_status run_node_vjp(node *n, ad_tensor **grads) {
     /* An input the op did not broadcast has the output's shape, which the
      * (cache-hot) cotangent shows: the input's own header stays cold. */
     const ad_tensor *like = n->nout == 1 && gout[0] &&
-                                    !(n->broadcast_inputs & (1u << i))
+                                    !ad__maybe_broadcast(n->broadcast_inputs, i)
                                 ? gout[0]
                                 : in[i];
     if (!same_shape(gin[i], like)) {
