@@ -5,6 +5,7 @@
 
 #include "trace_internal.h"
 #include "vmath.h"
+#include "scalar_ops.h"
 
 /* Contraction into fused multiply-adds would change roundings; GCC does
  * not contract under -std=c11, clang needs to be told. */
@@ -19,24 +20,6 @@
 #else
 #define AD_TRACE_THREADED 0
 #endif
-
-/* The kernels' own scalar formulas (src/kernels_elementwise.c). */
-static inline double mod_floor(double a, double b) {
-  double r = fmod(a, b);
-  if (r != 0) {
-    if ((r < 0) != (b < 0)) r += b;
-  } else {
-    r = copysign(0.0, b);
-  }
-  return r;
-}
-
-#define MAXIMUM(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
-#define MINIMUM(a, b) (((a) != (a) || (a) < (b)) ? (a) : (b))
-
-static inline double sign_of(double x) {
-  return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x;
-}
 
 static inline double vm(void (*f)(const double *, double *, int64_t),
                         double x) {
@@ -57,10 +40,10 @@ static inline uint64_t bits_of(double x) {
   B2(I_MUL, a * b)                                                        \
   B2(I_DIV, a / b)                                                        \
   B2(I_POW, pow(a, b))                                                    \
-  B2(I_MAXIMUM, MAXIMUM(a, b))                                            \
-  B2(I_MINIMUM, MINIMUM(a, b))                                            \
+  B2(I_MAXIMUM, AD__MAXIMUM(a, b))                                            \
+  B2(I_MINIMUM, AD__MINIMUM(a, b))                                            \
   B2(I_ATAN2, atan2(a, b))                                                \
-  B2(I_MOD, mod_floor(a, b))                                              \
+  B2(I_MOD, ad__mod_floor(a, b))                                              \
   B2(I_LESS, a < b ? 1.0 : 0.0)                                           \
   B2(I_GREATER, a > b ? 1.0 : 0.0)                                        \
   B2(I_EQUAL, a == b ? 1.0 : 0.0)                                         \
@@ -88,7 +71,7 @@ static inline uint64_t bits_of(double x) {
   U1(I_COSH, cosh(x))                                                     \
   U1(I_RELU, (x > 0 || x != x) ? x : 0.0)                                 \
   U1(I_ERF, erf(x))                                                       \
-  U1(I_SIGN, sign_of(x))                                                  \
+  U1(I_SIGN, ad__sign(x))                                                  \
   U1(I_FLOOR, floor(x))                                                   \
   U1(I_EXP, vm(ad__vexp, x))                                              \
   U1(I_LOG, vm(ad__vlog, x))                                              \

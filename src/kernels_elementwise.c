@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "internal.h"
+#include "scalar_ops.h"
 #include "vmath.h"
 
 /* ------------------------------------------------------------------------
@@ -92,21 +93,6 @@ typedef void (*binary_row_fn)(int64_t n, const double *restrict x,
                               int64_t sx, const double *restrict y,
                               int64_t sy, double *restrict o, double s);
 
-/* Python's floored modulo; the zero result carries b's sign as in
- * Python. */
-static inline double mod_floor(double a, double b) {
-  double r = fmod(a, b);
-  if (r != 0) {
-    if ((r < 0) != (b < 0)) r += b;
-  } else {
-    r = copysign(0.0, b);
-  }
-  return r;
-}
-
-/* NaN-propagating max/min: x != x is the vectorisable isnan. */
-#define MAXIMUM(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
-#define MINIMUM(a, b) (((a) != (a) || (a) < (b)) ? (a) : (b))
 
 #define BINARY_OPS(X)                                   \
   X(add, "ad_add", a + b)                               \
@@ -114,10 +100,10 @@ static inline double mod_floor(double a, double b) {
   X(mul, "ad_mul", a * b)                               \
   X(div, "ad_div", a / b)                               \
   X(pow, "ad_pow", pow(a, b))                           \
-  X(maximum, "ad_maximum", MAXIMUM(a, b))               \
-  X(minimum, "ad_minimum", MINIMUM(a, b))               \
+  X(maximum, "ad_maximum", AD__MAXIMUM(a, b))               \
+  X(minimum, "ad_minimum", AD__MINIMUM(a, b))               \
   X(atan2, "ad_atan2", atan2(a, b))                     \
-  X(mod, "ad_mod", mod_floor(a, b))                     \
+  X(mod, "ad_mod", ad__mod_floor(a, b))                     \
   X(less, "ad_less", a < b ? 1.0 : 0.0)                 \
   X(greater, "ad_greater", a > b ? 1.0 : 0.0)           \
   X(equal, "ad_equal", a == b ? 1.0 : 0.0)                 \
@@ -274,9 +260,6 @@ typedef void (*unary_row_fn)(int64_t n, const double *restrict x,
                              int64_t sx, double *restrict o, double s,
                              double h);
 
-static inline double sign(double x) {
-  return x > 0 ? 1.0 : x < 0 ? -1.0 : x == 0 ? 0.0 : x;
-}
 
 #define UNARY_OPS(X)                                    \
   X(neg, "ad_neg", -x)                                  \
@@ -293,7 +276,7 @@ static inline double sign(double x) {
   X(cosh, "ad_cosh", cosh(x))                           \
   X(relu, "ad_relu", (x > 0 || x != x) ? x : 0.0)       \
   X(erf, "ad_erf", erf(x))                              \
-  X(sign, "ad_sign", sign(x))                           \
+  X(sign, "ad_sign", ad__sign(x))                           \
   X(floor, "ad_floor", floor(x))
 
 /* Transcendental ops served by the vectorised routines of vmath.c (within
