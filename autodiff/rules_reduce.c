@@ -54,10 +54,38 @@ ad_status ad__vjp_mean(const ad__opctx *c, ad_tensor *const *gout,
                                      1.0 / reduced_count(c)));
 }
 
-/* d prod / d x_i = prod / x_i: exact away from zeros, which the op table's
- * domain for prod avoids; a zero entry gives a non-finite gradient. */
+/* A per-group reduction of t (sum or prod over the op's axes), spread back
+ * over the input's shape. */
+static ad_tensor *group(const ad__opctx *c, ad_tensor *t, bool product) {
+  const ad__attr *a = c->attr;
+  return spread(c, product ? ad_prod(t, a->naxes, a->axes, a->keepdims)
+                           : ad_sum(t, a->naxes, a->axes, a->keepdims));
+}
+
+/* d prod / d x_i is the product of the other entries, e_i.  With Z the
+ * zero entries of x_i's group, P the product of its non-zero entries and
+ * k = |Z|:
+ *   i not in Z:  e_i = (P / x_i) * prod_{z in Z} x_z
+ *   i in Z:      e_i = P * prod_{z in Z, z != i} x_z
+ *                    = P (k = 1), P (S - x_i) with S = sum_{z in Z} x_z
+ *                      (k = 2), taken as 0 for k >= 3.
+ * Every factor is written with differentiable ops from x, so derivatives
+ * of every order are exact with up to two zeros in a group (with three or
+ * more, those of order three and above through the zeros are taken as
+ * 0). */
 static ad_tensor *prod_partials(const ad__opctx *c) {
-  return ad_div(spread(c, Y), X0);
+  ad_tensor *zero = ad_scalar(0.0), *one = ad_scalar(1.0);
+  ad_tensor *is_zero = ad_equal(X0, zero);
+  ad_tensor *k = group(c, is_zero, false);
+  ad_tensor *safe = ad_where(is_zero, one, X0);
+  ad_tensor *p = group(c, safe, true);
+  ad_tensor *pz = group(c, ad_where(is_zero, X0, one), true);
+  ad_tensor *off_zero = ad_mul(ad_div(p, safe), pz);
+  ad_tensor *s = group(c, ad_where(is_zero, X0, zero), false);
+  ad_tensor *others =
+      ad_where(ad_equal(k, one), one,
+               ad_where(ad_equal(k, ad_scalar(2.0)), ad_sub(s, X0), zero));
+  return ad_where(is_zero, ad_mul(p, others), off_zero);
 }
 
 ad_status ad__vjp_prod(const ad__opctx *c, ad_tensor *const *gout,

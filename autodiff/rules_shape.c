@@ -71,7 +71,15 @@ ad_status ad__vjp_slice_grad(const ad__opctx *c, ad_tensor *const *gout,
   (void)need;
   const ad__attr *a = c->attr;
   int64_t count = X0->shape[a->axis];
-  int64_t stop = a->start + count * a->step;
+  /* An empty slice: start may be the -1 a negative step normalises to,
+   * which ad_slice would read as the last element. */
+  if (count == 0) return done(gin[0] = ad_slice(gout[0], a->axis, 0, 0, 1));
+  /* One step past the last element; when that overflows (huge steps),
+   * any bound beyond the axis does, as slicing clamps it. */
+  int64_t stop;
+  if (__builtin_mul_overflow(count, a->step, &stop) ||
+      __builtin_add_overflow(stop, a->start, &stop))
+    stop = a->step > 0 ? INT64_MAX : INT64_MIN / 4;
   /* A negative stop would count from the end: run past the front
    * instead. */
   if (a->step < 0 && stop < 0) stop = INT64_MIN / 4;

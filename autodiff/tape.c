@@ -697,7 +697,14 @@ ad_status ad_tape_var_gradients(ad_tape *tape, ad_tensor *target, int n,
   if (n < 0 || (n > 0 && (!vars || !grads)))
     return ad__error(AD_EINVAL, "%s: bad variable list (n = %d)", op, n);
   for (int i = 0; i < n; i++)
-    if (!vars[i]) return ad__error(AD_EINVAL, "%s: vars[%d] is NULL", op, i);
+    if (!vars[i]) {
+      /* A NULL variable usually stems from a failed ad_var_new: keep that
+       * error rather than replacing it. */
+      char arg[32];
+      snprintf(arg, sizeof arg, "vars[%d]", i);
+      ad__error_null_arg(op, arg);
+      return ad_error() ? ad_error() : AD_EINVAL;
+    }
   /* Every value read of every requested variable is a source. */
   int64_t ns = 0;
   ad_tensor **sources = malloc((size_t)(tape->nvars + 1) * sizeof *sources);

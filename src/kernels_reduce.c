@@ -194,16 +194,21 @@ static ad_tensor *reduce(const char *op, rkind kind, ad_tensor *t,
   bool red[AD_MAX_DIMS];
   if (!reduced_axes(op, t, a, red)) return NULL;
   int nd = 0;
-  int64_t shape[AD_MAX_DIMS], count = 1;
+  int64_t shape[AD_MAX_DIMS];
+  /* Whether some reduced axis is empty, and whether the result is: an
+   * empty tensor may have huge other axes whose product overflows, so no
+   * product of sizes is formed here. */
+  bool empty_reduction = false, empty_result = false;
   for (int i = 0; i < t->ndim; i++) {
     if (red[i]) {
-      count *= t->shape[i];
+      empty_reduction |= t->shape[i] == 0;
       if (a->keepdims) shape[nd++] = 1;
     } else {
+      empty_result |= t->shape[i] == 0;
       shape[nd++] = t->shape[i];
     }
   }
-  if (count == 0 && (kind == K_MAX || kind == K_MIN)) {
+  if (empty_reduction && !empty_result && (kind == K_MAX || kind == K_MIN)) {
     int ax = 0;
     while (!(red[ax] && t->shape[ax] == 0)) ax++;
     char buf[AD__SHAPE_STR];
@@ -239,7 +244,9 @@ static ad_tensor *reduce(const char *op, rkind kind, ad_tensor *t,
   make_rplan(&p, c, red);
   reduce_walk(&p, first_op[kind], c->data, c->numel, o, NULL);
   if (kind == K_MEAN) {
-    double inv = 1.0 / (double)count;
+    /* Here both input and result have elements, so this count cannot
+     * overflow. */
+    double inv = (double)on / (double)t->numel;
     for (int64_t i = 0; i < on; i++) o[i] *= inv;
   } else if (kind == K_LSE) {
     /* Second pass: sum exp(x - max) per output, shifted by that output's

@@ -370,7 +370,7 @@ ad_tensor *ad__k_slice_grad(int nin, ad_tensor *const *in,
    * contiguous block of the result: zero only around it, so that each
    * element is written once (the backward pass of every x[1:] or x[:-1]
    * runs through here). */
-  bool one_block = a->step == 1 && g->contiguous && count > 0;
+  bool one_block = a->step == 1 && g->contiguous && g->numel > 0;
   for (int i = 0; one_block && i < ax; i++) one_block = a->shape[i] == 1;
   if (one_block) {
     ad_tensor *out = ad__alloc(op, a->ndim, a->shape);
