@@ -8,6 +8,7 @@
 #   make bench      benchmarks, one line per figure
 #   make check-derivatives  the derivative checker on an example
 #   make digits     train a small CNN on the UCI digits
+#   make fuzz       the differential fuzzer (make fuzz-ci: one minute)
 #   make bench-compare  libad against PyTorch, libtorch and ADOL-C, and on
 #                   ADBench; rewrites the results in docs/BENCHMARKS.md
 #   make install    PREFIX=/usr/local DESTDIR= (headers, libad.a, libad.so,
@@ -62,7 +63,8 @@ SHARED_LIB = $(BUILD)/libad.so
 .SECONDARY:
 
 .PHONY: all deps check-deps lib test test-run run bench asan valgrind tsan \
-        install clean examples check-derivatives digits bench-compare
+        install clean examples check-derivatives digits bench-compare \
+        fuzz fuzz-ci
 
 all: check-deps lib examples
 
@@ -135,6 +137,15 @@ run: check-deps $(BUILD)/examples/tour $(BUILD)/examples/digits
 # Train the digits CNN (examples/digits.c); ends "test accuracy: 0.xxxx".
 digits: check-deps $(BUILD)/examples/digits
 	@$(BUILD)/examples/digits
+
+# The differential fuzzer (clang + libFuzzer, tests/fuzz/README.md): make
+# fuzz runs for FUZZ_SECONDS (an hour by default), make fuzz-ci a minute.
+FUZZ_SECONDS ?= 3600
+fuzz:
+	@bash tests/fuzz/build.sh && bash tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-ci:
+	@bash tests/fuzz/build.sh && bash tests/fuzz/run.sh 60
 
 # The derivative checker on a user function, and a wrong gradient caught.
 check-derivatives: check-deps $(BUILD)/examples/check_derivatives
