@@ -144,11 +144,17 @@ static ad_tensor *new_header(int ndim, const int64_t *shape) {
   t->id = ad__next_id();
   t->tape_mark = 0;
   t->ndim = ndim;
-  t->numel = 1;
+  /* An empty tensor may have axes whose product overflows: its count is
+   * 0 whatever the others are.  Other shapes were checked by their
+   * makers. */
+  bool empty = false;
   for (int i = 0; i < ndim; i++) {
     t->shape[i] = shape[i];
-    t->numel *= shape[i];
+    empty |= shape[i] == 0;
   }
+  t->numel = 1;
+  for (int i = 0; i < ndim && !empty; i++) t->numel *= shape[i];
+  if (empty) t->numel = 0;
   return t;
 }
 

@@ -28,6 +28,9 @@ export AD_FUZZ_STATS=1
 args=(-max_len=512 -timeout=30 -rss_limit_mb=2560 -print_final_stats=1
       -artifact_prefix="$out/artifacts/")
 if [ "$seconds" -gt 0 ]; then args+=(-max_total_time="$seconds"); fi
+# A fixed seed and run count make a run reproducible (CI uses them).
+if [ -n "${FUZZ_SEED:-}" ]; then args+=(-seed="$FUZZ_SEED"); fi
+if [ -n "${FUZZ_RUNS:-}" ]; then args+=(-runs="$FUZZ_RUNS"); fi
 jobs=${FUZZ_JOBS:-1}
 if [ "$jobs" -gt 1 ]; then args+=(-fork="$jobs" -ignore_crashes=0); fi
 
