@@ -77,7 +77,9 @@ check-deps:
 deps:
 	@bash tools/deps.sh install $(DEPS_PACKAGES)
 
-$(BUILD)/%.o: %.c $(HEADERS)
+# Every object waits for the dependency check, so that `make -j` never
+# compiles against headers that are still being installed.
+$(BUILD)/%.o: %.c $(HEADERS) | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(FILE_CFLAGS) -c $< -o $@
 

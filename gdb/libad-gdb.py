@@ -708,6 +708,29 @@ def _lookup(val):
     return None
 
 
+class _ErrorFunction(gdb.Function):
+    """$ad_error(): the selected thread's libad error as "AD_ESHAPE: message",
+    or "AD_OK" when it has none.  It reads memory only, so it also works on a
+    core file and where gdb cannot call ad_error_message() in the program."""
+
+    def __init__(self):
+        super().__init__("ad_error")
+
+    def invoke(self):
+        try:
+            code = gdb.parse_and_eval("ad__last_code")
+            if int(code) == 0:
+                return "AD_OK"
+            text = gdb.parse_and_eval("ad__last_message").string(length=1024)
+            return "%s: %s" % (str(code), text.split("\0", 1)[0])
+        except (gdb.error, RuntimeError) as e:
+            raise gdb.GdbError("$ad_error: cannot read libad's error "
+                               "state (%s)" % e)
+
+
+_ErrorFunction()
+
+
 class _LibadPrinters(gdb.printing.PrettyPrinter):
     """libad's printers, enabled and disabled as one
     (`disable pretty-printer global libad`; `print/r t` shows raw)."""

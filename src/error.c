@@ -6,9 +6,11 @@
 
 #define MESSAGE_MAX 1024
 
-static _Thread_local ad_status last_code = AD_OK;
+/* Not static: gdb/libad-gdb.py reads them by name ($ad_error()), which
+ * needs no call into the program and so also works on a core file. */
+_Thread_local ad_status ad__last_code = AD_OK;
 _Thread_local unsigned long ad__error_counter;
-static _Thread_local char last_message[MESSAGE_MAX];
+_Thread_local char ad__last_message[MESSAGE_MAX];
 
 /* The AD_DEBUG switch (src/debug.c): logs the error, or aborts when the
  * user asked for AD_DEBUG=abort; otherwise returns at once. */
@@ -21,31 +23,31 @@ __attribute__((noinline))
 ad_status ad__error(ad_status code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(last_message, sizeof last_message, fmt, ap);
+  vsnprintf(ad__last_message, sizeof ad__last_message, fmt, ap);
   va_end(ap);
-  last_code = code;
+  ad__last_code = code;
   ad__error_counter++;
   /* After recording, so that an abort leaves the message readable in a
    * core dump or a debugger. */
-  ad__debug_on_error(code, last_message);
+  ad__debug_on_error(code, ad__last_message);
   return code;
 }
 
 void ad__error_null_arg(const char *op, const char *arg) {
-  if (last_code == AD_OK)
+  if (ad__last_code == AD_OK)
     ad__error(AD_EINVAL, "%s: argument '%s' is NULL", op, arg);
 }
 
-ad_status ad_error(void) { return last_code; }
+ad_status ad_error(void) { return ad__last_code; }
 
 
 const char *ad_error_message(void) {
-  return last_code == AD_OK ? "" : last_message;
+  return ad__last_code == AD_OK ? "" : ad__last_message;
 }
 
 void ad_error_clear(void) {
-  last_code = AD_OK;
-  last_message[0] = '\0';
+  ad__last_code = AD_OK;
+  ad__last_message[0] = '\0';
 }
 
 const char *ad_strerror(ad_status status) {

@@ -61,6 +61,9 @@ ad_status ad__error(ad_status code, const char *fmt, ...)
  * rules compares it before and after, so that a failure the callee
  * swallowed (a NULL taken for a zero, say) still fails the call. */
 extern _Thread_local unsigned long ad__error_counter;
+/* This thread's last error (src/error.c); read by the gdb script too. */
+extern _Thread_local ad_status ad__last_code;
+extern _Thread_local char ad__last_message[];
 static inline unsigned long ad__error_count(void) { return ad__error_counter; }
 
 /* For a NULL argument: record AD_EINVAL naming op and argument unless an

@@ -75,10 +75,10 @@ if [ "$transcript" -eq 1 ]; then
     -ex "break debug_demo.c:$line" -ex run \
     -ex 'print t' -ex 'print tt' -ex 'print big' -ex 'print odd' \
     -ex 'print w' -ex 'print tape' -ex 'print outer' -ex 'print inner' \
-    -ex 'print ad__contexts' -ex 'call ad_summary(big)' \
+    -ex 'print ad__contexts' \
     -ex 'break ad__error' -ex continue -ex bt -ex finish \
-    -ex 'print ad_error_message()' -ex 'frame function main' -ex 'print t' \
-    -ex continue \
+    -ex 'print $ad_error()' -ex 'frame function main' -ex 'print t' \
+    -ex 'call ad_summary(big)' -ex continue \
     --args "$demo" 2>&1 |
     sed -e 's/^+/(gdb) /' -e "s|$root/||g"
   exit 0
@@ -109,12 +109,18 @@ session=(
   'echo @@edge\n'
   'set ad-print-edgeitems 1' 'set ad-print-threshold 5' 'print t'
   'set ad-print-edgeitems 3' 'set ad-print-threshold 1000'
-  'echo @@summary\n' 'call ad_print(big)' 'call ad_summary(odd)'
   'echo @@frame\n' 'tbreak ad_matmul' 'continue'
   'echo @@error\n' 'delete' 'break ad__error' 'continue' 'bt' 'finish'
-  'print ad_error_message()'
+  'print $ad_error()'
+  'echo @@summary\n' 'frame function main' 'call ad_print(big)'
+  'call ad_summary(odd)'
   'echo @@end\n' 'continue'
 )
+# Functions are called from gdb at the last stop only: gdb 13 can leave
+# the return breakpoint of such a call planted on the stack, where every
+# later resume writes an int3 byte; once a deeper stop makes that address
+# live (a saved register), the program crashes.  At the last stop the
+# address lies below the stack pointer, in memory nothing reads.
 args=()
 for c in "${session[@]}"; do args+=(-ex "$c"); done
 "${GDB[@]}" "${args[@]}" --args "$demo" > "$tmp/gdb.txt" 2>&1
@@ -189,8 +195,9 @@ check tensor_large_elided big_is_elided
 same_as_ad_print() {
   local from_gdb from_c
   from_gdb=$(section big | sed -n '/= {$/,/^}$/p' | sed '1d;$d')
-  from_c=$(awk '/^\[\[/ { on = 1 } on { print } on && / shape=\(100, 100\)$/ {
-                  exit }' "$tmp/stdout.txt" | sed 's/ shape=(100, 100)$//')
+  from_c=$(awk '/^\[\[/ { text = "" } { text = text $0 "\n" }
+                / shape=\(100, 100\)$/ { printf "%s", text; exit }' \
+             "$tmp/stdout.txt" | sed 's/ shape=(100, 100)$//')
   [ -n "$from_gdb" ] && [ "$from_gdb" = "$from_c" ]
 }
 check tensor_matches_ad_print same_as_ad_print
@@ -214,7 +221,15 @@ summary_call() {
     [ "$(grep -c '^ad_tensor shape=(4,) numel=4 contiguous$' \
          "$tmp/stdout.txt")" -eq 2 ]
 }
-check call_ad_summary summary_call
+# gdb 13 cannot call into the program on some kernels and CPUs ("Couldn't
+# write extended state status"): that is gdb's limitation, reported as a
+# skip; the printers and $ad_error() need no calls.
+if section summary | grep -q "Couldn't write extended state"; then
+  echo "[  SKIPPED ] call_ad_summary: this gdb cannot call functions here:"
+  section summary | grep -m1 "Couldn't"
+else
+  check call_ad_summary summary_call
+fi
 
 # In frame lines and backtraces the values are elided to {...}.
 check frame_args_elided contains frame "ad_matmul (a=(ad_tensor *) 0x"
@@ -223,7 +238,7 @@ check frame_args_short contains frame "= {...}"
 check break_ad__error contains error "Breakpoint 3, ad__error (code="
 check error_backtrace contains error "in ad_matmul"
 check error_message contains error \
-  '"ad_matmul: inner dimensions differ: (2, 3) x (2, 3)"'
+  '"AD_ESHAPE: ad_matmul: inner dimensions differ: (2, 3) x (2, 3)"'
 check program_finishes contains end "exited normally"
 
 # ---------------------------------------------------------------------------
