@@ -64,7 +64,7 @@ SHARED_LIB = $(BUILD)/libad.so
 
 .PHONY: all deps check-deps lib test test-run run bench asan valgrind tsan \
         install clean examples check-derivatives digits bench-compare \
-        fuzz fuzz-ci
+        fuzz fuzz-ci debugpool
 
 all: check-deps lib examples
 
@@ -187,6 +187,12 @@ tsan: check-deps
 	@TSAN_OPTIONS=halt_on_error=1 OPENBLAS_NUM_THREADS=1 \
 	$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
 	    SAN="-fsanitize=thread -DAD_VMATH_NO_CLONES" GDB_TEST= test-run
+
+# The suite with -DAD_DEBUG_POOL: released tensor headers are poisoned and
+# quarantined, and tensor arguments checked (docs/RELIABILITY.md).
+debugpool: check-deps
+	@$(MAKE) --no-print-directory BUILD=build/debugpool \
+	    CFLAGS="$(CFLAGS) -DAD_DEBUG_POOL" GDB_TEST= test-run
 
 install: lib
 	install -d $(DESTDIR)$(PREFIX)/include/ad $(DESTDIR)$(PREFIX)/lib/pkgconfig

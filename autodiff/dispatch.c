@@ -296,6 +296,15 @@ ad_tensor *ad__dispatch(ad__op_id id, int nin, ad_tensor *const *in,
       ad__error_null_arg(op->name, arg);
       return NULL;
     }
+#ifdef AD_DEBUG_POOL
+    if (ad__tensor_released(in[i])) {
+      ad__error(AD_EINVAL,
+                "%s: input %d was released (its last reference went) and "
+                "is passed again",
+                op->name, i);
+      return NULL;
+    }
+#endif
   }
   ad_tensor *out = op->kernel(nin, in, attr);
   if (!out) return NULL;

@@ -288,7 +288,9 @@ typedef struct ad__idmap {
 
 /* Look up id; true and *val set when present. */
 bool ad__idmap_get(const ad__idmap *m, uint64_t id, intptr_t *val);
-/* Insert or replace; AD_ENOMEM on failure (the map is unchanged). */
+/* Insert or replace; AD_ENOMEM without memory, AD_EINVAL for id 0 (which
+ * no live tensor has: a released one in -DAD_DEBUG_POOL builds); the map
+ * is unchanged on failure. */
 ad_status ad__idmap_put(ad__idmap *m, uint64_t id, intptr_t val);
 void ad__idmap_free(ad__idmap *m);
 

@@ -38,8 +38,8 @@ ad_status ad__fwd_set_tangent(ad_fwd *acc, const ad_tensor *t,
     acc->held = held;
     acc->cap = cap;
   }
-  if (ad__idmap_put(&acc->tangents, t->id, (intptr_t)tangent) != AD_OK)
-    return AD_ENOMEM;
+  ad_status st = ad__idmap_put(&acc->tangents, t->id, (intptr_t)tangent);
+  if (st != AD_OK) return st;
   acc->held[acc->nheld++] = ad_retain(tangent);
   return AD_OK;
 }

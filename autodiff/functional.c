@@ -120,9 +120,14 @@ static ad_status reverse(ad_fn_n fn, ad_fn f1, void *ctx, int n,
   if (st == AD_OK)
     st = ad_tape_gradients(tape, y, seed, n, xs, grads, AD_UNCONNECTED_ZERO);
   ad_tape_free(tape);
+  /* All results or none: a result the scope's end frees must not reach
+   * the caller. */
+  if (st == AD_OK && !ad__keep_reserve(n + 1)) st = ad_error();
   if (st == AD_OK) {
     for (int i = 0; i < n; i++) ad_keep(grads[i]);
     if (value) *value = ad_keep(y);
+  } else {
+    for (int i = 0; i < n; i++) grads[i] = NULL;
   }
   ad_scope_end();
   return st;
@@ -192,6 +197,7 @@ static ad_status forward(ad_fn_n fn, ad_fn f1, void *ctx, int n,
     acc = NULL;
   }
   ad_fwd_end(acc);
+  if (st == AD_OK && !ad__keep_reserve(2)) st = ad_error();
   if (st == AD_OK) {
     *jvp = ad_keep(t);
     if (value) *value = ad_keep(y);

@@ -9,8 +9,11 @@ static inline int64_t slot_of(uint64_t id, int64_t cap) {
   return (int64_t)((id * 0x9E3779B97F4A7C15ull) >> 1) & (cap - 1);
 }
 
+/* Key 0 marks an empty slot, so id 0 (which no live tensor has: a
+ * -DAD_DEBUG_POOL build gives it to released tensors) is never present:
+ * looking it up must not find an empty slot's value. */
 bool ad__idmap_get(const ad__idmap *m, uint64_t id, intptr_t *val) {
-  if (m->len == 0) return false;
+  if (m->len == 0 || id == 0) return false;
   for (int64_t i = slot_of(id, m->cap);; i = (i + 1) & (m->cap - 1)) {
     if (m->keys[i] == id) {
       *val = m->vals[i];
@@ -48,6 +51,12 @@ static ad_status grow(ad__idmap *m) {
 }
 
 ad_status ad__idmap_put(ad__idmap *m, uint64_t id, intptr_t val) {
+  /* Stored, id 0 would mark its slot empty and be lost (and the count
+   * would be wrong): refuse it, leaving the map unchanged. */
+  if (id == 0)
+    return ad__error(AD_EINVAL,
+                     "a released tensor (id 0) cannot be stored in a tensor "
+                     "map");
   /* Keep the load factor at or below one half. */
   if ((m->len + 1) * 2 > m->cap && grow(m) != AD_OK) return AD_ENOMEM;
   int64_t i = slot_of(id, m->cap);

@@ -148,9 +148,9 @@ static ad_status track(ad_tape *tape, ad_tensor *t, bool fresh,
   if (fresh && t->tape_mark == 0) {
     t->tape_mark = tape->serial;
     t->tape_slot = tape->nslots;
-  } else if (ad__idmap_put(&tape->tracked, t->id,
-                           (intptr_t)tape->nslots) != AD_OK) {
-    return AD_ENOMEM;
+  } else {
+    ad_status st = ad__idmap_put(&tape->tracked, t->id, (intptr_t)tape->nslots);
+    if (st != AD_OK) return st;
   }
   *slot = tape->nslots++;
   return AD_OK;

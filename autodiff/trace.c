@@ -541,6 +541,7 @@ static ad_status trace_at(ad_function *fn, ad_tensor *const *in,
   tr_rec_pop(r);
   for (int64_t i = 0; i < nvars && st == AD_OK; i++)
     values[i] = ad_retain(ad_var_value(vars[i]));
+  if (st == AD_OK && !ad__keep_reserve(fn->nout)) st = ad_error();
   for (int j = 0; j < fn->nout; j++) out[j] = st == AD_OK ? ad_keep(ys[j]) : NULL;
   ad_scope_end();
   if (st == AD_OK) {
@@ -732,6 +733,7 @@ static ad_status inline_call(ad_function *fn, ad_tensor *const *in,
                              ad_tensor **out) {
   ad_scope_begin();
   ad_status st = body(fn, in, out);
+  if (st == AD_OK && !ad__keep_reserve(fn->nout)) st = ad_error();
   for (int j = 0; j < fn->nout; j++)
     out[j] = st == AD_OK ? ad_keep(out[j]) : NULL;
   ad_scope_end();

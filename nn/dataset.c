@@ -492,6 +492,8 @@ bool ad_iter_next(ad_iterator *it, ad_tensor **out) {
   bool was = ad_pause_recording(true);
   ad_scope_begin();
   int r = node_next(it->root, tmp);
+  /* Every component or none, so that none is orphaned on failure. */
+  if (r == 1 && !ad__keep_reserve(it->ncomp)) r = -1;
   for (int i = 0; r == 1 && i < it->ncomp; i++)
     if (!ad_keep(tmp[i])) r = -1;
   ad_scope_end();

@@ -132,9 +132,28 @@ void ad__pool_free_header(ad_tensor *t);
 ad__storage *ad__pool_storage(int64_t numel);
 void ad__pool_free_storage(ad__storage *s);
 void ad__pool_cleanup(void);
+
+#ifdef AD_DEBUG_POOL
+/* -DAD_DEBUG_POOL (docs/RELIABILITY.md): a tensor's id becomes 0 when its
+ * last reference goes (no live tensor has id 0), and each thread keeps the
+ * last AD__DEBUG_POOL_RING headers it released out of reuse, so that a
+ * released tensor passed again is reported rather than used. */
+#define AD__DEBUG_POOL_RING 4096
+static inline bool ad__tensor_released(const ad_tensor *t) {
+  return t->id == 0;
+}
+#endif
+
 /* Free the calling thread's scope arrays (when no scope is open) and its
  * random generator (the next draw restarts from the last seed). */
 void ad__scope_cleanup(void);
+/* Ends every scope still open on this thread, releasing what they own
+ * (called when a thread exits). */
+void ad__scope_end_all(void);
+/* Room for `extra` more ad_keep calls in the current frame, so that a
+ * call handing out several results keeps all or none; false (AD_ENOMEM
+ * recorded) without memory. */
+bool ad__keep_reserve(int64_t extra);
 void ad__random_cleanup(void);
 
 /* Fault injection for tests: when n > 0, the n-th allocation from now

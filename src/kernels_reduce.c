@@ -297,10 +297,17 @@ static bool split_axis(const char *op, const ad_tensor *t, int axis,
                        split *s) {
   s->axis = ad__norm_axis(op, axis, t->ndim);
   if (s->axis < 0) return false;
+  s->n = t->shape[s->axis];
+  /* An empty tensor has nothing to visit, and its other axes may multiply
+   * past int64 (a 0 elsewhere, huge axes here): its loops run zero times.
+   * A non-empty tensor's products are bounded by its count. */
+  if (t->numel == 0) {
+    s->outer = s->inner = 0;
+    return true;
+  }
   s->outer = s->inner = 1;
   for (int i = 0; i < s->axis; i++) s->outer *= t->shape[i];
   for (int i = s->axis + 1; i < t->ndim; i++) s->inner *= t->shape[i];
-  s->n = t->shape[s->axis];
   return true;
 }
 

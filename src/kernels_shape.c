@@ -127,7 +127,7 @@ ad_tensor *ad__k_reshape(int nin, ad_tensor *const *in, const ad__attr *a) {
   }
   int64_t shape[AD_MAX_DIMS];
   int infer = -1;
-  int64_t known = 1;
+  bool has_zero = false;
   char bt[AD__SHAPE_STR], bs[AD__SHAPE_STR];
   for (int i = 0; i < nd; i++) {
     shape[i] = a->shape[i];
@@ -142,13 +142,23 @@ ad_tensor *ad__k_reshape(int nin, ad_tensor *const *in, const ad__attr *a) {
       ad__error(AD_EINVAL, "%s: negative size %lld in shape %s", op,
                 (long long)shape[i], ad__shape_str(bs, nd, a->shape));
       return NULL;
-    } else if (__builtin_mul_overflow(known, shape[i], &known)) {
+    }
+    has_zero |= shape[i] == 0;
+  }
+  /* The count of the given sizes.  A 0 among them makes it 0 whatever the
+   * others are, and they may multiply past int64 (an empty tensor with
+   * huge axes, its 0 last), so the 0 is looked for before any product.
+   * Without one, a product that overflows cannot be the input's count. */
+  int64_t known = 1;
+  for (int i = 0; i < nd && !has_zero; i++) {
+    if (i != infer && __builtin_mul_overflow(known, shape[i], &known)) {
       ad__error(AD_ESHAPE, "%s: cannot reshape %s into %s", op,
                 ad__shape_str(bt, t->ndim, t->shape),
                 ad__shape_str(bs, nd, a->shape));
       return NULL;
     }
   }
+  if (has_zero) known = 0;
   if (infer >= 0) {
     if (known == 0 || t->numel % known != 0) {
       ad__error(AD_ESHAPE, "%s: cannot reshape %s into %s", op,
@@ -244,8 +254,13 @@ ad_tensor *ad__k_expand_dims(int nin, ad_tensor *const *in,
     if (i == ax) {
       shape[i] = 1;
       /* Any stride is valid for a size-1 axis; the dense one keeps
-       * contiguity obvious to later kernels. */
-      strides[i] = ax < t->ndim ? t->strides[ax] * t->shape[ax] : 1;
+       * contiguity obvious to later kernels.  An empty tensor's axes may
+       * be huge and the product overflow: its view gets dense strides
+       * anyway (ad__view), so 1 stands in. */
+      strides[i] = 1;
+      if (ax < t->ndim && t->numel > 0 &&
+          __builtin_mul_overflow(t->strides[ax], t->shape[ax], &strides[i]))
+        strides[i] = 1;
     } else {
       shape[i] = t->shape[j];
       strides[i] = t->strides[j++];
@@ -324,12 +339,16 @@ ad_tensor *ad__k_slice(int nin, ad_tensor *const *in, const ad__attr *a) {
   memcpy(shape, t->shape, sizeof shape);
   memcpy(strides, t->strides, sizeof strides);
   shape[ax] = count;
+  /* An empty result addresses nothing, and the input's axes may be huge,
+   * so that stride x step and start x stride overflow: it gets offset 0
+   * (ad__view gives it dense strides).  It may also start one past the
+   * end, a pointer that must not be formed.  A non-empty result's stride
+   * and offset stay within the storage. */
+  bool empty = count == 0 || t->numel == 0;
   /* With at most one element the stride is never followed, and a huge
    * step must not overflow it. */
-  if (count > 1) strides[ax] = t->strides[ax] * a->step;
-  /* An empty slice may start one past the end; keep its data pointer at
-   * the base so no out-of-bounds pointer is ever formed. */
-  int64_t offset = count > 0 ? start * t->strides[ax] : 0;
+  if (count > 1 && !empty) strides[ax] = t->strides[ax] * a->step;
+  int64_t offset = empty ? 0 : start * t->strides[ax];
   return ad__view(t, t->ndim, shape, strides, offset);
 }
 
@@ -384,7 +403,10 @@ ad_tensor *ad__k_slice_grad(int nin, ad_tensor *const *in,
     return out;
   }
   ad_tensor *out = alloc_zeros(op, a->ndim, a->shape);
-  if (!out || count == 0) return out;
+  /* Nothing to copy: an empty g may have a huge axis beside its 0, whose
+   * stride x start (or x step) overflows.  A non-empty g fits inside out,
+   * and so do those products. */
+  if (!out || g->numel == 0) return out;
   int64_t dstr[AD_MAX_DIMS];
   memcpy(dstr, out->strides, sizeof dstr);
   if (count > 1) dstr[ax] *= a->step;
@@ -432,7 +454,9 @@ ad_tensor *ad__k_concat(int nin, ad_tensor *const *in, const ad__attr *a) {
     }
   }
   ad_tensor *out = ad__alloc(op, t0->ndim, shape);
-  if (!out) return NULL;
+  /* An empty result may have huge axes: offset x stride would overflow
+   * for what copy_block skips anyway. */
+  if (!out || out->numel == 0) return out;
   int64_t at = 0;
   for (int j = 0; j < nin; j++) {
     copy_block(in[j]->ndim, in[j]->shape,
@@ -473,7 +497,9 @@ ad_tensor *ad__k_stack(int nin, ad_tensor *const *in, const ad__attr *a) {
   for (int i = 0, k = 0; i <= t0->ndim; i++)
     shape[i] = i == ax ? nin : t0->shape[k++];
   ad_tensor *out = ad__alloc(op, t0->ndim + 1, shape);
-  if (!out) return NULL;
+  /* An empty result may have huge axes: j x stride would overflow for
+   * what copy_block skips anyway. */
+  if (!out || out->numel == 0) return out;
   int64_t dstr[AD_MAX_DIMS];
   for (int i = 0, k = 0; i <= t0->ndim; i++)
     if (i != ax) dstr[k++] = out->strides[i];
@@ -523,7 +549,10 @@ ad_tensor *ad__k_gather(int nin, ad_tensor *const *in, const ad__attr *a) {
   memcpy(shape, t->shape, sizeof shape);
   shape[ax] = a->n;
   ad_tensor *out = ad__alloc(op, t->ndim, shape);
-  if (!out) return NULL;
+  /* An empty result may have huge axes: index x stride would overflow
+   * for what copy_block skips anyway.  A non-empty one comes from a
+   * non-empty t, whose offsets stay within its storage. */
+  if (!out || out->numel == 0) return out;
   shape[ax] = 1;
   for (int64_t i = 0; i < a->n; i++) {
     int64_t k = a->idx[i] < 0 ? a->idx[i] + dim : a->idx[i];
@@ -556,7 +585,10 @@ ad_tensor *ad__k_scatter_add(int nin, ad_tensor *const *in,
   int64_t dim = a->shape[ax];
   if (!check_indices(op, a, dim)) return NULL;
   ad_tensor *out = alloc_zeros(op, a->ndim, a->shape);
-  if (!out) return NULL;
+  /* Nothing to add: an empty g may have huge axes, whose index x stride
+   * would overflow.  A non-empty g has only in-bounds offsets, and so
+   * does out (valid indices make its axis non-empty). */
+  if (!out || g->numel == 0) return out;
   int64_t shape[AD_MAX_DIMS];
   memcpy(shape, g->shape, sizeof shape);
   shape[ax] = 1;

@@ -29,6 +29,12 @@ typedef struct pool {
   ad__storage *large[LARGE_CACHE];
   int64_t cached_bytes;
   bool registered; /* thread-exit destructor armed */
+#ifdef AD_DEBUG_POOL
+  /* Released headers kept out of reuse, oldest at ring[ring_next] (NULL
+   * until the ring first fills); allocated on first use. */
+  ad_tensor **ring;
+  int ring_next;
+#endif
 } pool;
 
 static _Thread_local pool thread_pool;
@@ -39,6 +45,8 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
 static void pool_thread_exit(void *unused) {
   (void)unused;
+  /* A thread that returns with scopes open would leak what they own. */
+  ad__scope_end_all();
   ad__pool_cleanup();
 }
 
@@ -71,6 +79,23 @@ ad_tensor *ad__pool_header(void) {
 
 void ad__pool_free_header(ad_tensor *t) {
   pool *p = &thread_pool;
+#ifdef AD_DEBUG_POOL
+  /* Poisoned (ad_release did it already unless the header never held a
+   * live tensor), then quarantined: the header that leaves the ring, the
+   * oldest, is the one that goes back to the free list.  It goes into
+   * this thread's ring whichever thread made it.  Without memory for
+   * the ring the header goes straight back. */
+  t->id = 0;
+  if (!p->registered) register_thread();
+  if (!p->ring) p->ring = calloc(AD__DEBUG_POOL_RING, sizeof *p->ring);
+  if (p->ring) {
+    ad_tensor *oldest = p->ring[p->ring_next];
+    p->ring[p->ring_next] = t;
+    p->ring_next = (p->ring_next + 1) % AD__DEBUG_POOL_RING;
+    if (!oldest) return;
+    t = oldest;
+  }
+#endif
   if (p->header_count >= HEADER_CACHE_MAX) {
     free(t);
     return;
@@ -181,6 +206,14 @@ void ad__pool_cleanup(void) {
     free(n);
   }
   p->header_count = 0;
+#ifdef AD_DEBUG_POOL
+  if (p->ring) {
+    for (int i = 0; i < AD__DEBUG_POOL_RING; i++) free(p->ring[i]);
+    free(p->ring);
+    p->ring = NULL;
+    p->ring_next = 0;
+  }
+#endif
   for (int k = 0; k < CLASS_COUNT; k++) {
     while (p->blocks[k]) {
       free_node *n = p->blocks[k];

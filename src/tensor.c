@@ -188,7 +188,13 @@ ad_tensor *ad__alloc(const char *op, int ndim, const int64_t *shape) {
   return t;
 }
 
+/* Row-major with no gaps.  An empty shape is dense whatever its strides
+ * (it lays nothing out), and its other axes may multiply past int64, so it
+ * is answered before any product; a non-empty shape's running product is
+ * bounded by its count. */
 static bool is_dense(int ndim, const int64_t *shape, const int64_t *strides) {
+  for (int i = 0; i < ndim; i++)
+    if (shape[i] == 0) return true;
   int64_t expect = 1;
   for (int i = ndim - 1; i >= 0; i--) {
     if (shape[i] != 1 && strides[i] != expect) return false;
@@ -206,6 +212,17 @@ ad_tensor *ad__view(const ad_tensor *base, int ndim, const int64_t *shape,
   }
   t->storage = base->storage;
   atomic_fetch_add_explicit(&t->storage->refs, 1, memory_order_relaxed);
+  if (t->numel == 0) {
+    /* An empty view addresses nothing: its offset and strides, computed
+     * from axes that may be huge, need not mean anything (the kernels
+     * pass 0 rather than overflow).  Keep the pointer at the base, so
+     * that no out-of-bounds pointer is formed, and give it the dense
+     * strides of its shape (ad__dense_strides never overflows). */
+    t->data = base->data;
+    ad__dense_strides(ndim, shape, t->strides);
+    t->contiguous = true;
+    return t;
+  }
   t->data = base->data + offset;
   for (int i = 0; i < ndim; i++) t->strides[i] = strides[i];
   t->contiguous = is_dense(ndim, shape, strides);
@@ -235,14 +252,33 @@ ad_tensor *ad__contiguous(ad_tensor *t) {
 }
 
 ad_tensor *ad_retain(ad_tensor *t) {
+#ifdef AD_DEBUG_POOL
+  if (t && ad__tensor_released(t)) {
+    ad__error(AD_EINVAL,
+              "ad_retain: t was released (its last reference went)");
+    return NULL;
+  }
+#endif
   if (t) atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
   return t;
 }
 
 void ad_release(ad_tensor *t) {
   if (!t) return;
+#ifdef AD_DEBUG_POOL
+  if (ad__tensor_released(t)) {
+    ad__error(AD_EINVAL, "ad_release: t was released already (a double "
+                         "release)");
+    return;
+  }
+#endif
   if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
     return;
+#ifdef AD_DEBUG_POOL
+  /* Poison: no live tensor has id 0 (the header itself may outlive the
+   * tensor while views use its embedded storage). */
+  t->id = 0;
+#endif
   ad__storage *s = t->storage;
   bool own_embedded = s == &t->embedded;
   if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1) {
@@ -262,14 +298,29 @@ void ad_release(ad_tensor *t) {
  * Scopes: a per-thread stack of owned tensors, split into frames.
  * ---------------------------------------------------------------------- */
 
+/* One open frame.  `merged` counts the scopes begun inside it that found
+ * no memory for a frame of their own: they share this one, and their
+ * ad_scope_end only gives that share back (their tensors live until this
+ * frame ends, which wastes memory but frees nothing early). */
+typedef struct scope_frame {
+  int64_t start; /* owned_len when the frame began */
+  int merged;
+} scope_frame;
+
+/* The first frames live in the thread's own state, so that a scope begun
+ * from depth 0 (where no frame could absorb a failure) never allocates. */
+#define INLINE_FRAMES 16
+
 typedef struct scope_stack {
   ad_tensor **owned;     /* tensors owned by all open frames, in order */
   int64_t owned_len, owned_cap;
-  int64_t *frame_start;  /* owned_len when each frame began */
+  scope_frame *frames;   /* first_frames or a heap array */
+  scope_frame first_frames[INLINE_FRAMES];
   ad_tensor **kept;      /* tensors handed outward by ad_keep */
   int *kept_depth;       /* frame depth each kept tensor leaves */
   int64_t kept_len, kept_cap;
-  int depth, depth_cap;
+  int depth, depth_cap;  /* frames in use and their room */
+  int merged;            /* sum of the frames' `merged` */
 } scope_stack;
 
 static _Thread_local scope_stack scopes;
@@ -290,7 +341,7 @@ static bool grow(void **p, int64_t *cap, int64_t need, size_t elem) {
 void ad__scope_cleanup(void) {
   if (scopes.depth != 0) return;
   free(scopes.owned);
-  free(scopes.frame_start);
+  if (scopes.frames != scopes.first_frames) free(scopes.frames);
   free(scopes.kept);
   free(scopes.kept_depth);
   scopes = (scope_stack){0};
@@ -308,59 +359,104 @@ ad_tensor *ad__own(ad_tensor *t) {
   return t;
 }
 
-void ad_scope_begin(void) {
-  if (scopes.depth == scopes.depth_cap) {
-    int n = scopes.depth_cap ? scopes.depth_cap * 2 : 16;
-    int64_t *q = realloc(scopes.frame_start, (size_t)n * sizeof(int64_t));
-    if (!q) {
-      /* Without room for a frame, nest into the current one: tensors then
-       * live until the enclosing scope ends, which wastes memory but never
-       * frees anything early. */
-      ad__error(AD_ENOMEM, "ad_scope_begin: out of memory");
-      return;
-    }
-    scopes.frame_start = q;
-    scopes.depth_cap = n;
+/* Room for one more frame, moving the inline frames to the heap when they
+ * run out; false without memory. */
+static bool frame_room(void) {
+  if (!scopes.frames) {
+    scopes.frames = scopes.first_frames;
+    scopes.depth_cap = INLINE_FRAMES;
   }
-  scopes.frame_start[scopes.depth++] = scopes.owned_len;
+  if (scopes.depth < scopes.depth_cap) return true;
+  int n = scopes.depth_cap * 2;
+  scope_frame *q;
+  if (scopes.frames == scopes.first_frames) {
+    q = malloc((size_t)n * sizeof *q);
+    if (q) memcpy(q, scopes.first_frames, sizeof scopes.first_frames);
+  } else {
+    q = realloc(scopes.frames, (size_t)n * sizeof *q);
+  }
+  if (!q) return false;
+  scopes.frames = q;
+  scopes.depth_cap = n;
+  return true;
+}
+
+void ad_scope_begin(void) {
+  if (!frame_room()) {
+    /* Only possible above INLINE_FRAMES, so a frame is open to share. */
+    ad__error(AD_ENOMEM, "ad_scope_begin: out of memory for scope %d",
+              scopes.depth + scopes.merged + 1);
+    scopes.frames[scopes.depth - 1].merged++;
+    scopes.merged++;
+    return;
+  }
+  scopes.frames[scopes.depth++] = (scope_frame){scopes.owned_len, 0};
 }
 
 ad_status ad_scope_end(void) {
   if (scopes.depth == 0)
     return ad__error(AD_ESTATE, "ad_scope_end: no scope is open");
-  int64_t start = scopes.frame_start[--scopes.depth];
+  scope_frame *top = &scopes.frames[scopes.depth - 1];
+  if (top->merged > 0) {
+    top->merged--;
+    scopes.merged--;
+    return AD_OK;
+  }
+  int64_t start = top->start;
+  scopes.depth--;
   /* Release newest first: later tensors may be views of earlier ones,
    * though reference counts make either order safe. */
   for (int64_t i = scopes.owned_len - 1; i >= start; i--)
     ad_release(scopes.owned[i]);
   scopes.owned_len = start;
   /* Tensors kept from the closed frame now belong to the enclosing one
-   * (already retained by ad_keep), or to the caller at depth 0. */
+   * (already retained by ad_keep, whose reserve left room), or to the
+   * caller at depth 0. */
   while (scopes.kept_len > 0 &&
          scopes.kept_depth[scopes.kept_len - 1] == scopes.depth + 1) {
     ad_tensor *t = scopes.kept[--scopes.kept_len];
-    if (scopes.depth > 0) ad__own(t);
+    if (scopes.depth > 0) scopes.owned[scopes.owned_len++] = t;
   }
   if (scopes.depth == 0) ad__scope_cleanup();
   return AD_OK;
 }
 
+/* Room for `extra` more ad_keep calls in this frame.  ad_scope_end moves
+ * kept tensors into the enclosing frame's owned list, and must not fail
+ * there (it would drop the reference it hands out), so the owned list
+ * grows here too: it never shrinks while a scope is open, and the frame
+ * being closed gives back at least its own start, so owned_len + kept_len
+ * entries always suffice. */
+bool ad__keep_reserve(int64_t extra) {
+  if (scopes.depth == 0) return true;
+  int64_t need = scopes.kept_len + extra, cap = scopes.kept_cap;
+  if (grow((void **)&scopes.kept, &cap, need, sizeof(ad_tensor *)) &&
+      grow((void **)&scopes.kept_depth, &scopes.kept_cap, need, sizeof(int)) &&
+      grow((void **)&scopes.owned, &scopes.owned_cap, scopes.owned_len + need,
+           sizeof(ad_tensor *)))
+    return true;
+  ad__error(AD_ENOMEM, "ad_keep: out of memory");
+  return false;
+}
+
 ad_tensor *ad_keep(ad_tensor *t) {
   if (!t || scopes.depth == 0) return t;
-  int64_t cap = scopes.kept_cap;
-  if (!grow((void **)&scopes.kept, &cap, scopes.kept_len + 1,
-            sizeof(ad_tensor *)) ||
-      !grow((void **)&scopes.kept_depth, &scopes.kept_cap,
-            scopes.kept_len + 1, sizeof(int))) {
-    ad__error(AD_ENOMEM, "ad_keep: out of memory");
-    return NULL;
-  }
+  if (!ad__keep_reserve(1)) return NULL;
   scopes.kept[scopes.kept_len] = ad_retain(t);
   scopes.kept_depth[scopes.kept_len++] = scopes.depth;
   return t;
 }
 
-int ad__scope_depth(void) { return scopes.depth; }
+void ad__scope_end_all(void) {
+  while (scopes.depth > 0) {
+    scopes.frames[scopes.depth - 1].merged = 0;
+    ad_scope_end();
+  }
+  scopes.merged = 0;
+}
+
+/* Scopes begun and not yet ended, merged ones included. */
+int ad__scope_depth(void) { return scopes.depth + scopes.merged; }
 
 /* ------------------------------------------------------------------------
  * Constructors

@@ -142,7 +142,11 @@ ad_tensor *ad_retain(ad_tensor *t);
 void ad_release(ad_tensor *t);
 
 /* Open a scope on this thread.  Until the matching ad_scope_end(), every
- * tensor a libad call returns is owned by this scope.  Scopes nest. */
+ * tensor a libad call returns is owned by this scope.  Scopes nest.  The
+ * first 16 levels need no memory; deeper, a scope that finds none records
+ * AD_ENOMEM and shares the enclosing scope (its tensors then live until
+ * that one ends), so every ad_scope_begin still pairs with one
+ * ad_scope_end.  Scopes a thread leaves open when it exits are ended then. */
 void ad_scope_begin(void);
 
 /* Close the innermost scope, releasing every tensor it owns (tensors
@@ -150,8 +154,9 @@ void ad_scope_begin(void);
 ad_status ad_scope_end(void);
 
 /* Hand t to the enclosing scope (or, from the outermost scope, to the
- * caller, who must then ad_release it).  Returns t.  Without an open scope
- * it does nothing.  NULL-safe. */
+ * caller, who must then ad_release it).  Returns t, or NULL with AD_ENOMEM
+ * (t then stays in the current scope and goes with it).  Without an open
+ * scope it does nothing.  NULL-safe. */
 ad_tensor *ad_keep(ad_tensor *t);
 
 /* Free this thread's caches of tensor memory, its scope arrays (when no
