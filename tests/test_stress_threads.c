@@ -17,27 +17,8 @@
 
 #include "testutil.h"
 
-/* cmocka's fail_msg prints "ERROR: ...", which tests/run_tests.sh does not
- * show; this prints the message the way cmocka's own assertions do, so
- * that the runner's summary carries it. */
-#define fail_shown(...)                                \
-  do {                                                 \
-    print_error("[  ERROR   ] --- " __VA_ARGS__);      \
-    print_error("\n");                                 \
-    fail();                                            \
-  } while (0)
 #include "ad/trace.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
 
 #define NTHREADS 8
 #define NVARIANTS 4 /* work items per thread, repeated round after round */

@@ -15,15 +15,6 @@
 
 #include "testutil.h"
 
-/* cmocka's fail_msg prints "ERROR: ...", which tests/run_tests.sh does not
- * show; this prints the message the way cmocka's own assertions do, so
- * that the runner's summary carries it. */
-#define fail_shown(...)                                \
-  do {                                                 \
-    print_error("[  ERROR   ] --- " __VA_ARGS__);      \
-    print_error("\n");                                 \
-    fail();                                            \
-  } while (0)
 
 #define MAX_TOKENS 96
 #define MAX_N 4

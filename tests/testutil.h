@@ -60,4 +60,28 @@ int test_scope_teardown(void **state);
 /* True when AD_TEST_QUICK is set (valgrind runs shrink their loops). */
 int test_quick(void);
 
+/* cmocka's fail_msg prints "ERROR: ...", which tests/run_tests.sh does not
+ * show; this prints the message the way cmocka's own assertions do, so
+ * that the runner's summary carries it. */
+#define fail_shown(...)                           \
+  do {                                            \
+    print_error("[  ERROR   ] --- " __VA_ARGS__); \
+    print_error("\n");                            \
+    fail();                                       \
+  } while (0)
+
+/* 1 in builds under AddressSanitizer, ThreadSanitizer or MemorySanitizer
+ * (gcc or clang), where tests that replace malloc or run long shrink. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define UNDER_SANITIZER 1
+#endif
+#endif
+#ifndef UNDER_SANITIZER
+#define UNDER_SANITIZER 0
+#endif
+
 #endif
