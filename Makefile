@@ -161,7 +161,7 @@ bench: check-deps $(BENCH_BIN)
 	@bash bench/run_bench.sh $(BUILD)
 
 # libad against PyTorch, libtorch and ADOL-C (those installed) and on
-# ADBench's GMM and LSTM; rewrites the results in docs/BENCHMARKS.md.
+# ADBench's GMM, LSTM and BA; rewrites the results in docs/BENCHMARKS.md.
 bench-compare: check-deps $(STATIC_LIB)
 	@bash bench/compare/run.sh $(BUILD)
 

@@ -1,6 +1,7 @@
-/* ADBench's GMM and LSTM objectives in libad: checks every gradient against
- * the reference, then times F and J the way ADBench does (standalone), or
- * serves timed batches to bench/compare/driver.py (--serve). */
+/* ADBench's GMM, LSTM and BA objectives in libad: checks every gradient
+ * (BA: every residual and Jacobian value) against the reference, then
+ * times F and J the way ADBench does (standalone), or serves timed batches
+ * to bench/compare/driver.py (--serve). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <ad.h>
 
 #include "adbench_io.h"
+#include "ba.h"
 #include "gmm.h"
 #include "lstm.h"
 
@@ -40,6 +42,9 @@ static const instance_info INSTANCES[] = {
     {"gmm_2.5M_d10_K25", "gmm/2.5M/gmm_d10_K25.txt"},
     {"lstm_l2_c1024", "lstm/lstm_l2_c1024.txt"},
     {"lstm_l4_c1024", "lstm/lstm_l4_c1024.txt"},
+    {"ba1_n49_m7776_p31843", "ba/ba1_n49_m7776_p31843.txt"},
+    {"ba2_n21_m11315_p36455", "ba/ba2_n21_m11315_p36455.txt"},
+    {"ba5_n257_m65132_p225911", "ba/ba5_n257_m65132_p225911.txt"},
 };
 enum { NINST = sizeof INSTANCES / sizeof INSTANCES[0] };
 
@@ -50,9 +55,12 @@ typedef struct instance {
   adb_gmm gmm;
   adb_lstm_input lin;
   adb_lstm lstm;
+  bool is_ba;
+  adb_ba_input bin;
+  adb_ba ba;
   ad_tensor *p[3]; /* parameters, caller-owned */
   int np;
-  int64_t nparams; /* gradient length */
+  int64_t nparams; /* gradient length (BA: Jacobian values, 31p) */
 } instance;
 
 static const instance_info *find_info(const char *name) {
@@ -78,9 +86,18 @@ static int instance_load(instance *in, const instance_info *info,
   memset(in, 0, sizeof *in);
   in->info = info;
   in->is_gmm = strncmp(info->name, "gmm", 3) == 0;
+  in->is_ba = strncmp(info->name, "ba", 2) == 0;
   snprintf(path, sizeof path, "%s/%s", dir, info->input);
   int rc = -1;
-  if (in->is_gmm) {
+  if (in->is_ba) {
+    if (adb_ba_read(path, &in->bin) == 0 &&
+        adb_ba_init(&in->ba, &in->bin, ADB_BA_CHUNK) == 0) {
+      adb_ba_param_tensors(&in->bin, &in->p[0], &in->p[1], &in->p[2]);
+      in->np = 3;
+      in->nparams = 31 * in->bin.p;
+      rc = 0;
+    }
+  } else if (in->is_gmm) {
     if (adb_gmm_read(path, &in->gin) == 0 &&
         adb_gmm_init(&in->gmm, &in->gin, gmm_chunk(&in->gin)) == 0) {
       adb_gmm_param_tensors(&in->gin, &in->p[0], &in->p[1], &in->p[2]);
@@ -105,7 +122,10 @@ static int instance_load(instance *in, const instance_info *info,
 
 static void instance_free(instance *in) {
   for (int i = 0; i < 3; i++) ad_release(in->p[i]);
-  if (in->is_gmm) {
+  if (in->is_ba) {
+    adb_ba_release(&in->ba);
+    adb_ba_free(&in->bin);
+  } else if (in->is_gmm) {
     adb_gmm_release(&in->gmm);
     adb_gmm_free(&in->gin);
   } else {
@@ -117,6 +137,8 @@ static void instance_free(instance *in) {
 
 /* F, in the current scope. */
 static ad_tensor *instance_f(const instance *in) {
+  if (in->is_ba)
+    return adb_ba_objective(&in->ba, in->p[0], in->p[1], in->p[2]);
   if (in->is_gmm)
     return adb_gmm_objective(&in->gmm, in->p[0], in->p[1], in->p[2]);
   return adb_lstm_objective(&in->lstm, in->p[0], in->p[1]);
@@ -124,15 +146,67 @@ static ad_tensor *instance_f(const instance *in) {
 
 /* The full gradient, in the current scope. */
 static ad_tensor *instance_j(const instance *in, ad_tensor **value) {
+  if (in->is_ba)
+    return adb_ba_jacobian(&in->ba, in->p[0], in->p[1], in->p[2], value);
   if (in->is_gmm)
     return adb_gmm_gradient(&in->gmm, in->p[0], in->p[1], in->p[2], value);
   return adb_lstm_gradient(&in->lstm, in->p[0], in->p[1], value);
+}
+
+/* BA: every residual (F, and F from J's pass) and every Jacobian value
+ * against the compact reference expanded to all observations; *fval is
+ * the first residual. */
+static int ba_check(const instance *in, const char *dir, double *worst,
+                    double *fval) {
+  char path[1024];
+  adb_ba_ref ref;
+  double *rf = NULL, *rj = NULL;
+  int64_t p = in->bin.p;
+  int rc = -1;
+  *worst = INFINITY;
+  snprintf(path, sizeof path, "%s/reference/%s_compact.txt", dir,
+           in->info->name);
+  if (adb_ba_read_ref(path, &ref) == 0 && ref.p == p && ref.n == in->bin.n &&
+      ref.m == in->bin.m)
+    adb_ba_expand_ref(&ref, &rf, &rj);
+  if (!rf) {
+    fprintf(stderr, "adbench: %s: reference missing or of the wrong size\n",
+            in->info->name);
+    return -1;
+  }
+  ad_scope_begin();
+  ad_tensor *F1 = instance_f(in), *F2 = NULL;
+  ad_tensor *J = instance_j(in, &F2);
+  double *f1 = malloc((size_t)(3 * p) * sizeof *f1);
+  double *f2 = malloc((size_t)(3 * p) * sizeof *f2);
+  double *j = malloc((size_t)(31 * p) * sizeof *j);
+  if (!F1 || !J || !F2) {
+    fprintf(stderr, "adbench: %s: evaluation failed: %s\n", in->info->name,
+            ad_error_message());
+  } else if (f1 && f2 && j && ad_read(F1, f1, 3 * p) == AD_OK &&
+             ad_read(F2, f2, 3 * p) == AD_OK &&
+             ad_read(J, j, 31 * p) == AD_OK) {
+    double r1 = adb_max_rho(f1, rf, 3 * p), r2 = adb_max_rho(f2, rf, 3 * p);
+    *worst = adb_max_rho(j, rj, 31 * p);
+    if (r1 > *worst) *worst = r1;
+    if (r2 > *worst) *worst = r2;
+    *fval = f1[0];
+    rc = *worst < 1e-8 ? 0 : -1;
+  }
+  ad_scope_end();
+  free(f1);
+  free(f2);
+  free(j);
+  free(rf);
+  free(rj);
+  return rc;
 }
 
 /* Compare F and J with the reference files; the worst rho into *worst.
  * 0 when both are within 1e-8. */
 static int instance_check(const instance *in, const char *dir, double *worst,
                           double *fval) {
+  if (in->is_ba) return ba_check(in, dir, worst, fval);
   char path[1024];
   int64_t nf = 0, nj = 0;
   snprintf(path, sizeof path, "%s/reference/%s_F.txt", dir, in->info->name);

@@ -232,4 +232,148 @@ bad:
   return -1;
 }
 
+/* ------------------------------------------------------------------------
+ * BA: "n m p", then one camera (11: r(3) C(3) f x0(2) kappa(2)), one
+ * point (3), one weight and one feature (2), which stand for all n
+ * cameras, m points and p observations (ADBench's files); a file holding
+ * every camera, point, weight and feature (11n + 3m + p + 2p numbers) is
+ * read as it is.  Observation i sees camera i mod n and point i mod m.
+ * ---------------------------------------------------------------------- */
+
+typedef struct adb_ba_input {
+  int64_t n, m, p;
+  double *cams; /* n * 11 */
+  double *X;    /* m * 3 */
+  double *w;    /* p */
+  double *feat; /* p * 2 */
+} adb_ba_input;
+
+static inline void adb_ba_free(adb_ba_input *B) {
+  free(B->cams);
+  free(B->X);
+  free(B->w);
+  free(B->feat);
+  memset(B, 0, sizeof *B);
+}
+
+/* Read a BA instance; 0 on success, -1 with a message on failure. */
+static inline int adb_ba_read(const char *path, adb_ba_input *B) {
+  int64_t cnt;
+  memset(B, 0, sizeof *B);
+  double *v = adb_read_numbers(path, &cnt);
+  if (!v) return -1;
+  if (cnt < 3) goto bad;
+  B->n = (int64_t)v[0];
+  B->m = (int64_t)v[1];
+  B->p = (int64_t)v[2];
+  int64_t n = B->n, m = B->m, p = B->p;
+  if (n < 1 || m < 1 || p < 1) goto bad;
+  int full;
+  if (cnt == 3 + 11 + 3 + 1 + 2) full = 0;
+  else if (cnt == 3 + 11 * n + 3 * m + 3 * p) full = 1;
+  else goto bad;
+  B->cams = malloc((size_t)(11 * n) * sizeof(double));
+  B->X = malloc((size_t)(3 * m) * sizeof(double));
+  B->w = malloc((size_t)p * sizeof(double));
+  B->feat = malloc((size_t)(2 * p) * sizeof(double));
+  if (!B->cams || !B->X || !B->w || !B->feat) {
+    fprintf(stderr, "adbench: %s: out of memory\n", path);
+    adb_ba_free(B);
+    free(v);
+    return -1;
+  }
+  const double *cam = v + 3, *pt = cam + (full ? 11 * n : 11);
+  const double *wt = pt + (full ? 3 * m : 3), *ft = wt + (full ? p : 1);
+  for (int64_t i = 0; i < n; i++)
+    memcpy(B->cams + 11 * i, cam + (full ? 11 * i : 0), 11 * sizeof(double));
+  for (int64_t i = 0; i < m; i++)
+    memcpy(B->X + 3 * i, pt + (full ? 3 * i : 0), 3 * sizeof(double));
+  for (int64_t i = 0; i < p; i++) {
+    B->w[i] = wt[full ? i : 0];
+    B->feat[2 * i] = ft[full ? 2 * i : 0];
+    B->feat[2 * i + 1] = ft[full ? 2 * i + 1 : 1];
+  }
+  free(v);
+  return 0;
+bad:
+  fprintf(stderr, "adbench: %s: not a BA instance (%lld numbers)\n", path,
+          (long long)cnt);
+  free(v);
+  memset(B, 0, sizeof *B);
+  return -1;
+}
+
+/* A BA reference in the compact form of shared/adbench/reference
+ * (ba*_compact.txt; lines starting with '#' are comments): "n m p", the
+ * residual pair e, the weight residual, the 2x15 block of every
+ * observation (columns cam(11), X(3), w) and -2w.  Every observation of
+ * the instances has these same values.  0 on success. */
+typedef struct adb_ba_ref {
+  int64_t n, m, p;
+  double e[2], werr, block[30], dwerr;
+} adb_ba_ref;
+
+static inline int adb_ba_read_ref(const char *path, adb_ba_ref *r) {
+  FILE *f = fopen(path, "r");
+  memset(r, 0, sizeof *r);
+  if (!f) {
+    fprintf(stderr, "adbench: cannot open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  double v[37];
+  int k = 0;
+  char buf[4096];
+  while (k < 37 && fgets(buf, sizeof buf, f)) {
+    char *p = buf, *end;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == '#') continue;
+    for (;;) {
+      double x = strtod(p, &end);
+      if (end == p) break;
+      if (k < 37) v[k] = x;
+      k++;
+      p = end;
+    }
+  }
+  fclose(f);
+  if (k != 37) {
+    fprintf(stderr, "adbench: %s: not a BA reference (%d numbers)\n", path,
+            k);
+    return -1;
+  }
+  r->n = (int64_t)v[0];
+  r->m = (int64_t)v[1];
+  r->p = (int64_t)v[2];
+  r->e[0] = v[3];
+  r->e[1] = v[4];
+  r->werr = v[5];
+  memcpy(r->block, v + 6, sizeof r->block);
+  r->dwerr = v[36];
+  return 0;
+}
+
+/* The reference expanded to what F and J return: the residuals (2p
+ * reprojection, observation-major, then p weight) into *F and the p*31
+ * Jacobian values in ADBench's CSR order into *J; malloc'ed, NULL on out
+ * of memory. */
+static inline void adb_ba_expand_ref(const adb_ba_ref *r, double **F,
+                                     double **J) {
+  int64_t p = r->p;
+  *F = malloc((size_t)(3 * p) * sizeof(double));
+  *J = malloc((size_t)(31 * p) * sizeof(double));
+  if (!*F || !*J) {
+    free(*F);
+    free(*J);
+    *F = *J = NULL;
+    return;
+  }
+  for (int64_t i = 0; i < p; i++) {
+    (*F)[2 * i] = r->e[0];
+    (*F)[2 * i + 1] = r->e[1];
+    (*F)[2 * p + i] = r->werr;
+    memcpy(*J + 30 * i, r->block, sizeof r->block);
+    (*J)[30 * p + i] = r->dwerr;
+  }
+}
+
 #endif /* ADBENCH_IO_H */

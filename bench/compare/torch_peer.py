@@ -1,6 +1,6 @@
 """PyTorch's side of bench-compare: a server for bench/compare/driver.py that
 times eager overhead, MLP training steps, the vectorized Rosenbrock function
-and ADBench's GMM and LSTM objectives (same formulations as libad's).
+and ADBench's GMM, LSTM and BA objectives (same formulations as libad's).
 
 Run with an interpreter that imports torch (Debian: /usr/bin/python3).
 Protocol, one line each way:
@@ -169,7 +169,7 @@ def case_rosen(n, minsec):
 
 # ---------------------------------------------------------------------------
 # ADBench, from the definitions in the data's README (same vectorized
-# formulations as bench/adbench/gmm.h and lstm.h).
+# formulations as bench/adbench/gmm.h, lstm.h and ba.h).
 
 INSTANCES = {
     "gmm_1k_d2_K5": "gmm/1k/gmm_d2_K5.txt",
@@ -182,6 +182,9 @@ INSTANCES = {
     "gmm_2.5M_d10_K25": "gmm/2.5M/gmm_d10_K25.txt",
     "lstm_l2_c1024": "lstm/lstm_l2_c1024.txt",
     "lstm_l4_c1024": "lstm/lstm_l4_c1024.txt",
+    "ba1_n49_m7776_p31843": "ba/ba1_n49_m7776_p31843.txt",
+    "ba2_n21_m11315_p36455": "ba/ba2_n21_m11315_p36455.txt",
+    "ba5_n257_m65132_p225911": "ba/ba5_n257_m65132_p225911.txt",
 }
 
 
@@ -350,6 +353,124 @@ class Lstm:
         return torch.cat([t.reshape(-1) for t in g]), F
 
 
+class Ba:
+    """Residuals over chunks of observations, each observation's 15 numbers
+    as column views of its gathered camera and point; J by two reverse
+    passes per chunk (ones on every e_x, then every e_y), as ba.h."""
+    CHUNK = 1024  # ADB_BA_CHUNK
+
+    def __init__(self, path):
+        v = numbers(path)
+        n, m, p = int(v[0]), int(v[1]), int(v[2])
+        full = len(v) == 3 + 11 * n + 3 * m + 3 * p
+        q = 3
+        cams = torch.tensor(v[q:q + (11 * n if full else 11)], dtype=F64)
+        q += 11 * n if full else 11
+        X = torch.tensor(v[q:q + (3 * m if full else 3)], dtype=F64)
+        q += 3 * m if full else 3
+        w = torch.tensor(v[q:q + (p if full else 1)], dtype=F64)
+        q += p if full else 1
+        feat = torch.tensor(v[q:q + (2 * p if full else 2)], dtype=F64)
+        self.cams = cams.reshape(-1, 11).expand(n, 11).contiguous()
+        self.X = X.reshape(-1, 3).expand(m, 3).contiguous()
+        self.w = w.expand(p).contiguous()
+        self.feat = feat.reshape(-1, 2).expand(p, 2).contiguous()
+        self.n, self.m, self.p = n, m, p
+        i = torch.arange(p)
+        self.cidx, self.pidx = i % n, i % m
+        self.one = torch.ones((), dtype=F64)
+        self.zero = torch.zeros((), dtype=F64)
+        self.nparams = 31 * p
+
+    def gather(self, s, e):
+        cg = self.cams[self.cidx[s:e]]
+        xg = self.X[self.pidx[s:e]]
+        return ([cg[:, j] for j in range(11)] + [xg[:, j] for j in range(3)]
+                + [self.w[s:e]])
+
+    def reproj(self, v, s, e, zero_rot):
+        r, C, X = v[0:3], v[3:6], v[11:14]
+        f, x0, y0, k1, k2, w = v[6], v[7], v[8], v[9], v[10], v[14]
+        Y = [X[j] - C[j] for j in range(3)]
+        t2 = r[0] * r[0] + r[1] * r[1] + r[2] * r[2]
+        if zero_rot:
+            mask = t2 > 0
+            t2 = torch.where(mask, t2, self.one)
+        is_ = t2 ** -0.5
+        theta = t2 * is_
+        cs = torch.cos(theta)
+        a = torch.sin(theta) * is_
+        bb = (self.one - cs) * (is_ * is_)
+        if zero_rot:
+            cs = torch.where(mask, cs, self.one)
+            a = torch.where(mask, a, self.one)
+            bb = torch.where(mask, bb, self.zero)
+        k = [r[1] * Y[2] - r[2] * Y[1], r[2] * Y[0] - r[0] * Y[2],
+             r[0] * Y[1] - r[1] * Y[0]]
+        db = (r[0] * Y[0] + r[1] * Y[1] + r[2] * Y[2]) * bb
+        Xc = [Y[j] * cs + k[j] * a + r[j] * db for j in range(3)]
+        iz = self.one / Xc[2]
+        u0, u1 = Xc[0] * iz, Xc[1] * iz
+        rsq = u0 * u0 + u1 * u1
+        fL = f * (rsq * (k1 + k2 * rsq) + 1.0)
+        feat = self.feat[s:e]
+        return (w * (u0 * fL + x0 - feat[:, 0]),
+                w * (u1 * fL + y0 - feat[:, 1]))
+
+    def zero_rotation(self):
+        return bool((self.cams[:, :3] == 0).all(1).any())
+
+    def chunks(self):
+        return [(s, min(s + self.CHUNK, self.p))
+                for s in range(0, self.p, self.CHUNK)]
+
+    def f(self):
+        with torch.no_grad():
+            z = self.zero_rotation()
+            parts = []
+            for s, e in self.chunks():
+                ex, ey = self.reproj(self.gather(s, e), s, e, z)
+                parts.append(torch.stack([ex, ey], 1).reshape(-1))
+            parts.append(self.one - self.w * self.w)
+            return torch.cat(parts)
+
+    def j(self, value=False):
+        """The 31p values; also the residuals when value (as ba.h, they
+        are assembled only when asked for)."""
+        z = self.zero_rotation()
+        parts, vals = [], []
+        for s, e in self.chunks():
+            v = [t.detach().requires_grad_() for t in self.gather(s, e)]
+            ex, ey = self.reproj(v, s, e, z)
+            ones = torch.ones(e - s, dtype=F64)
+            gx = torch.autograd.grad(ex, v, ones, retain_graph=True,
+                                     allow_unused=True)
+            gy = torch.autograd.grad(ey, v, ones, allow_unused=True)
+            g = [t if t is not None else torch.zeros(e - s, dtype=F64)
+                 for t in gx + gy]
+            parts.append(torch.stack(g, 1).reshape(-1))
+            if value:
+                vals.append(torch.stack([ex.detach(), ey.detach()],
+                                        1).reshape(-1))
+        w = self.w.detach().requires_grad_()
+        werr = self.one - w * w
+        parts.append(torch.autograd.grad(werr, w, torch.ones_like(w))[0])
+        vals.append(werr.detach())
+        return torch.cat(parts), torch.cat(vals) if value else None
+
+
+def ba_reference(name, p):
+    """The compact reference (lines with '#' are comments) expanded to the
+    3p residuals and the 31p CSR values."""
+    with open(os.path.join(DATA, "reference", name + "_compact.txt")) as f:
+        v = [float(t) for l in f if not l.lstrip().startswith("#")
+             for t in l.split()]
+    e, werr, block, dw = v[3:5], v[5], v[6:36], v[36]
+    rf = torch.tensor(e, dtype=F64).repeat(p).tolist() + [werr] * p
+    rj = torch.tensor(block, dtype=F64).repeat(p).tolist() + [dw] * p
+    return rf, rj
+
+
 LOADED = {}
 
 
@@ -364,6 +485,16 @@ def load(name):
     if name not in INSTANCES:
         return f"error unknown instance {name}"
     path = os.path.join(DATA, INSTANCES[name])
+    if name.startswith("ba"):
+        inst = Ba(path)
+        rf, rj = ba_reference(name, inst.p)
+        F1 = inst.f()
+        J, F2 = inst.j(True)
+        worst = max(rho_max(J, rj), rho_max(F1, rf), rho_max(F2, rf))
+        if not worst < 1e-8:
+            return f"error Jacobian does not match the reference (rho {worst:.3g})"
+        LOADED[name] = inst
+        return f"ok rho={worst:.3e} F={F1[0].item()!r}"
     inst = Gmm(path) if name.startswith("gmm") else Lstm(path)
     rf = numbers(os.path.join(DATA, "reference", name + "_F.txt"))
     rj = numbers(os.path.join(DATA, "reference", name + "_J.txt"))
