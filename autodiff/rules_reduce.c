@@ -31,8 +31,31 @@ static ad_tensor *reduce_like_output(const ad__opctx *c, ad_tensor *t) {
   return ad_sum(t, c->attr->naxes, c->attr->axes, c->attr->keepdims);
 }
 
+/* Whether the reduced axes are the leading ones (all of them for
+ * ad_sum_all): the output's shape is then the input's trailing axes, which
+ * broadcasting aligns with the input without restoring size-1 axes. */
+static bool reduced_leading(const ad__opctx *c) {
+  bool reduced[AD_MAX_DIMS];
+  reduced_axes(c, reduced);
+  int i = 0;
+  while (i < X0->ndim && reduced[i]) i++;
+  for (; i < X0->ndim; i++)
+    if (reduced[i]) return false;
+  return true;
+}
+
+/* t (shaped like the reduction's output) in a shape that broadcasts
+ * against the input: as it is when the output kept its dimensions or lost
+ * only leading ones, else with the reduced axes restored as size 1. */
+static ad_tensor *broadcastable(const ad__opctx *c, ad_tensor *t) {
+  if (!t || c->attr->keepdims || reduced_leading(c)) return t;
+  return keep_dims(c, t);
+}
+
+/* g spread over the input's shape (a broadcast view): one op, two when
+ * the reduced axes must be restored first. */
 static ad_tensor *spread(const ad__opctx *c, ad_tensor *g) {
-  return ad_broadcast_to(keep_dims(c, g), X0->ndim, X0->shape);
+  return ad_broadcast_to(broadcastable(c, g), X0->ndim, X0->shape);
 }
 
 static ad_status done(ad_tensor *t) { return t ? AD_OK : ad_error(); }
@@ -50,8 +73,9 @@ static double reduced_count(const ad__opctx *c) {
 ad_status ad__vjp_mean(const ad__opctx *c, ad_tensor *const *gout,
                        const bool *need, ad_tensor **gin) {
   (void)need;
-  return done(gin[0] = ad_mul_scalar(spread(c, gout[0]),
-                                     1.0 / reduced_count(c)));
+  /* Scale the small cotangent, then spread it: the same values. */
+  return done(gin[0] = spread(c, ad_mul_scalar(gout[0],
+                                               1.0 / reduced_count(c))));
 }
 
 /* A per-group reduction of t (sum or prod over the op's axes), spread back
@@ -103,7 +127,7 @@ ad_status ad__jvp_prod(const ad__opctx *c, ad_tensor *const *tin,
 /* max/min: the gradient is shared evenly by the k elements that attain
  * the extreme (a subgradient; central differences agree for k = 2). */
 static ad_tensor *extreme_weights(const ad__opctx *c) {
-  ad_tensor *hit = ad_equal(X0, spread(c, Y));
+  ad_tensor *hit = ad_equal(X0, broadcastable(c, Y));
   ad_tensor *count = ad_sum(hit, c->attr->naxes, c->attr->axes, true);
   return ad_div(hit, count);
 }
@@ -112,7 +136,8 @@ static ad_tensor *extreme_weights(const ad__opctx *c) {
   ad_status ad__vjp_##name(const ad__opctx *c, ad_tensor *const *gout,      \
                            const bool *need, ad_tensor **gin) {             \
     (void)need;                                                             \
-    return done(gin[0] = ad_mul(spread(c, gout[0]), extreme_weights(c)));   \
+    return done(gin[0] = ad_mul(broadcastable(c, gout[0]),                  \
+                                extreme_weights(c)));                       \
   }                                                                         \
   ad_status ad__jvp_##name(const ad__opctx *c, ad_tensor *const *tin,       \
                            ad_tensor **tout) {                              \
@@ -122,15 +147,17 @@ static ad_tensor *extreme_weights(const ad__opctx *c) {
 EXTREME_RULES(max)
 EXTREME_RULES(min)
 
-/* d logsumexp / dx = softmax over the reduced axes = exp(x - lse). */
+/* d logsumexp / dx = softmax over the reduced axes = exp(x - lse).  The
+ * result and the cotangent enter by broadcasting (no broadcast_to views):
+ * three elementwise ops over the input, one vectorized exp among them. */
 static ad_tensor *lse_weights(const ad__opctx *c) {
-  return ad_exp(ad_sub(X0, spread(c, Y)));
+  return ad_exp(ad_sub(X0, broadcastable(c, Y)));
 }
 
 ad_status ad__vjp_logsumexp(const ad__opctx *c, ad_tensor *const *gout,
                             const bool *need, ad_tensor **gin) {
   (void)need;
-  return done(gin[0] = ad_mul(spread(c, gout[0]), lse_weights(c)));
+  return done(gin[0] = ad_mul(broadcastable(c, gout[0]), lse_weights(c)));
 }
 
 ad_status ad__jvp_logsumexp(const ad__opctx *c, ad_tensor *const *tin,

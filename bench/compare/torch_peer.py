@@ -301,8 +301,14 @@ class Lstm:
         p += 2 * l * b
         self.seq = torch.tensor(v[p:p + c * b], dtype=F64).reshape(c, b)
         self.l, self.c, self.b = l, c, b
-        self.rows = [self.seq[t:t + 1] for t in range(c)]
-        self.zero = torch.zeros(1, b, dtype=F64)
+        # X = shift @ H + xpad[t], as bench/adbench/lstm.h: the (l, l)
+        # shift has ones below the diagonal, xpad[t] is s_t in row 0.
+        self.shift = torch.diag(torch.ones(l - 1, dtype=F64), -1)
+        self.xpad = []
+        for t in range(c - 1):
+            xp = torch.zeros(l, b, dtype=F64)
+            xp[0] = self.seq[t]
+            self.xpad.append(xp)
         self.ones = torch.ones(l - 1, b, dtype=F64)
         self.masks = [torch.tensor([[1.0 if i <= s else 0.0] for i in range(l)],
                                    dtype=F64) for s in range(l)]
@@ -322,8 +328,12 @@ class Lstm:
         C = self.state[:, 1, :]
         hs = []
         for s in range(T + l - 1):
-            x0 = self.rows[s] if s < T else self.zero
-            X = torch.cat([x0, H[:l - 1]], 0) if l > 1 else x0
+            if l == 1:
+                X = self.xpad[s]
+            elif s < T:
+                X = self.shift @ H + self.xpad[s]
+            else:
+                X = self.shift @ H
             f = torch.sigmoid(X * W[0] + B[0])
             ig = torch.sigmoid(H * W[1] + B[1])
             o = torch.sigmoid(X * W[2] + B[2])
@@ -335,8 +345,8 @@ class Lstm:
                 H2 = torch.where(self.masks[s] != 0, H2, H)
             H, C = H2, C2
             if s >= l - 1:
-                hs.append(H[l - 1:l])
-        xs = torch.cat(hs, 0)
+                hs.append(H)
+        xs = torch.cat(hs, 0)[l - 1::l]  # the top layer's rows
         y = xs * out_w + out_b
         lse = torch.log(torch.exp(y).sum(1, keepdim=True) + 2.0)
         total = (self.seq[1:] * (y - lse)).sum()
