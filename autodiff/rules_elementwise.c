@@ -318,7 +318,8 @@ static ad_status partials_mul(const ad__opctx *c, bool wa, bool wb,
 
 static ad_status partials_div(const ad__opctx *c, bool wa, bool wb,
                               ad_tensor **da, ad_tensor **db) {
-  ad_tensor *recip = ad_pow_scalar(X1, -1.0);
+  /* 1 / b by one division: pow(b, -1) costs a libm call per element. */
+  ad_tensor *recip = ad_div(ad_scalar(1.0), X1);
   if (wa) *da = recip;
   if (wb) *db = ad_neg(ad_mul(Y, recip));
   return (!recip || (wb && !*db)) ? ad_error() : AD_OK;
