@@ -308,8 +308,8 @@ static bool same_shape(const ad_tensor *a, const ad_tensor *b) {
  * its own), which restrict states so that the loop vectorizes without an
  * aliasing check: repeated cotangents of a tensor read many times go
  * through here. */
-__attribute__((optimize("tree-vectorize"))) static void add_into(
-    double *restrict into, const double *restrict from, int64_t n) {
+AD__VECTORIZE static void add_into(double *restrict into,
+                                  const double *restrict from, int64_t n) {
   for (int64_t i = 0; i < n; i++) into[i] += from[i];
 }
 

@@ -18,13 +18,6 @@
 
 #define MAX_IN 3
 
-/* GCC 12 at -O2 leaves these simple loops scalar; ask for vectorisation
- * where it is spelled this way (clang vectorises at -O2 anyway). */
-#if defined(__GNUC__) && !defined(__clang__)
-#define VECTORIZE __attribute__((optimize("tree-vectorize")))
-#else
-#define VECTORIZE
-#endif
 
 typedef struct plan {
   int ndim;                      /* >= 1 after planning */
@@ -112,9 +105,9 @@ typedef void (*binary_row_fn)(int64_t n, const double *restrict x,
   X(sigmoid_grad, "ad_sigmoid_grad", a * (b - b * b))
 
 #define BINARY_ROW(name, opname, expr)                                    \
-  VECTORIZE static void row_##name(int64_t n, const double *restrict x, int64_t sx, \
-                         const double *restrict y, int64_t sy,            \
-                         double *restrict o, double s) {                  \
+  AD__VECTORIZE static void row_##name(                                    \
+      int64_t n, const double *restrict x, int64_t sx,                     \
+      const double *restrict y, int64_t sy, double *restrict o, double s) { \
     (void)s;                                                              \
     if (sx == 1 && sy == 1) {                                             \
       for (int64_t i = 0; i < n; i++) {                                   \
@@ -208,10 +201,10 @@ BINARY_OPS(BINARY_KERNEL)
  * where(cond, a, b): three-way broadcast
  * ---------------------------------------------------------------------- */
 
-VECTORIZE static void row_where(int64_t n, const double *restrict c, int64_t sc,
-                      const double *restrict x, int64_t sx,
-                      const double *restrict y, int64_t sy,
-                      double *restrict o) {
+AD__VECTORIZE static void row_where(int64_t n, const double *restrict c,
+                                   int64_t sc, const double *restrict x,
+                                   int64_t sx, const double *restrict y,
+                                   int64_t sy, double *restrict o) {
   if (sc == 1 && sx == 1 && sy == 1) {
     for (int64_t i = 0; i < n; i++) o[i] = c[i] != 0 ? x[i] : y[i];
   } else {
@@ -298,9 +291,9 @@ typedef void (*unary_row_fn)(int64_t n, const double *restrict x,
   X(clip, "ad_clip", x < s ? s : x > h ? h : x)
 
 #define UNARY_ROW(name, opname, expr)                                     \
-  VECTORIZE static void urow_##name(int64_t n, const double *restrict xs,           \
-                          int64_t sx, double *restrict o, double s,       \
-                          double h) {                                     \
+  AD__VECTORIZE static void urow_##name(                                   \
+      int64_t n, const double *restrict xs, int64_t sx, double *restrict o, \
+      double s, double h) {                                                \
     (void)s;                                                              \
     (void)h;                                                              \
     if (sx == 1) {                                                        \

@@ -4,11 +4,6 @@
 
 #include "internal.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define VECTORIZE __attribute__((optimize("tree-vectorize")))
-#else
-#define VECTORIZE
-#endif
 
 /* NaN-propagating max/min: x != x is the vectorisable isnan. */
 #define MAXNAN(acc, v) (((v) != (v) || (v) > (acc)) ? (v) : (acc))
@@ -94,7 +89,7 @@ typedef enum rop { R_SUM, R_PROD, R_MAX, R_MIN, R_SUMEXP } rop;
 /* Pairwise summation as NumPy does it: eight accumulators over blocks of
  * up to 128 values, halving above that, so rounding error grows with
  * log(n) and the inner loop vectorises. */
-VECTORIZE static double sum_row(const double *x, int64_t n) {
+AD__VECTORIZE static double sum_row(const double *x, int64_t n) {
   if (n < 8) {
     double r = 0.0;
     for (int64_t i = 0; i < n; i++) r += x[i];
@@ -123,9 +118,10 @@ static double sumexp_row(const double *x, int64_t n, double m) {
 /* One input row (the innermost axis) folded into the output: into the
  * single value o[0] when that axis is reduced, else elementwise into
  * o[0..n). */
-VECTORIZE static void fold_row(rop op, bool reduced, const double *restrict x,
-                               int64_t n, double *restrict o,
-                               const double *restrict m) {
+AD__VECTORIZE static void fold_row(rop op, bool reduced,
+                                  const double *restrict x, int64_t n,
+                                  double *restrict o,
+                                  const double *restrict m) {
   if (reduced) {
     double acc = o[0];
     switch (op) {
