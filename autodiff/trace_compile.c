@@ -43,8 +43,10 @@ static int scalar_code(int op, const ad__attr *a) {
   case AD__OP_sigmoid_grad: return I_SIGMOID_GRAD;
   case AD__OP_add_scalar: return I_ADD_SCALAR;
   case AD__OP_mul_scalar: return I_MUL_SCALAR;
-  /* The kernel squares with x * x for p == 2. */
-  case AD__OP_pow_scalar: return a && a->s0 == 2.0 ? I_SQUARE : I_POW_SCALAR;
+  /* The kernel squares with x * x for p == 2 and divides for p == -1. */
+  case AD__OP_pow_scalar:
+    if (a && a->s0 == 2.0) return I_SQUARE;
+    return a && a->s0 == -1.0 ? I_RECIPROCAL : I_POW_SCALAR;
   case AD__OP_neg: return I_NEG;
   case AD__OP_sqrt: return I_SQRT;
   case AD__OP_square: return I_SQUARE;

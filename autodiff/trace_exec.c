@@ -60,6 +60,7 @@ static inline uint64_t bits_of(double x) {
   U1(I_NEG, -x)                                                           \
   U1(I_SQRT, sqrt(x))                                                     \
   U1(I_SQUARE, x * x)                                                     \
+  U1(I_RECIPROCAL, 1.0 / x)                                               \
   U1(I_ABS, fabs(x))                                                      \
   U1(I_SIN, sin(x))                                                       \
   U1(I_COS, cos(x))                                                       \

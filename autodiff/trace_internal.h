@@ -144,7 +144,7 @@ static inline const tr_shape *tr_val_shape(const tr_rec *r, int32_t v) {
   X(I_NEG) X(I_SQRT) X(I_SQUARE) X(I_ABS) X(I_SIN) X(I_COS) X(I_TAN)       \
   X(I_ASIN) X(I_ACOS) X(I_ATAN) X(I_SINH) X(I_COSH) X(I_RELU) X(I_ERF)     \
   X(I_SIGN) X(I_FLOOR) X(I_EXP) X(I_LOG) X(I_LOG1P) X(I_EXPM1) X(I_TANH)   \
-  X(I_SIGMOID) X(I_SOFTPLUS) X(I_SUM1) X(I_LSE1)
+  X(I_SIGMOID) X(I_SOFTPLUS) X(I_SUM1) X(I_LSE1) X(I_RECIPROCAL)
 #define TR_OTHER_CODES(X)                                                  \
   X(I_SCALED_MUL) X(I_CLIP) X(I_WHERE) /* wide */                          \
   X(I_ELEM)      /* cell[out] = element aux[b] of slot[a] */               \

@@ -288,6 +288,7 @@ typedef void (*unary_row_fn)(int64_t n, const double *restrict x,
   X(add_scalar, "ad_add_scalar", x + s)                 \
   X(mul_scalar, "ad_mul_scalar", x * s)                 \
   X(pow_scalar, "ad_pow_scalar", pow(x, s))             \
+  X(reciprocal, "ad_pow_scalar", 1.0 / x)               \
   X(clip, "ad_clip", x < s ? s : x > h ? h : x)
 
 #define UNARY_ROW(name, opname, expr)                                     \
@@ -376,12 +377,17 @@ ad_tensor *ad__k_mul_scalar(int nin, ad_tensor *const *in,
   return unary("ad_mul_scalar", in, urow_mul_scalar, a->s0, 0.0);
 }
 
-/* Squaring is common enough to deserve the vectorised x * x loop, which
- * is the correctly rounded square that pow(x, 2) approximates. */
+/* Squares and reciprocals are common enough (the latter in many
+ * derivative rules) to deserve vectorised loops: x * x and 1 / x are the
+ * correctly rounded values that pow(x, 2) and pow(x, -1) approximate, and
+ * agree with pow at zeros, infinities and NaN.  A libm call per element
+ * costs an order of magnitude more. */
 ad_tensor *ad__k_pow_scalar(int nin, ad_tensor *const *in,
                             const ad__attr *a) {
   (void)nin;
   if (a->s0 == 2.0) return unary("ad_pow_scalar", in, urow_square, 0, 0);
+  if (a->s0 == -1.0)
+    return unary("ad_pow_scalar", in, urow_reciprocal, 0, 0);
   return unary("ad_pow_scalar", in, urow_pow_scalar, a->s0, 0.0);
 }
 

@@ -345,6 +345,23 @@ static void pow_scalar_domain(void **state) {
   r = ad_pow_scalar(vec(2, VALUES(0, NAN)), 0);
   assert_tensor_near(r, VALUES(1, 1), 2, 0); /* pow(x, 0) is 1 */
   assert_int_equal(ad_error(), AD_OK);
+  /* p = -1 and p = 2 take dedicated loops (1 / x, x * x): the same values
+   * as pow at signed zeros, infinities and NaN, and the correctly rounded
+   * ones elsewhere. */
+  const double x[] = {-0.0, 0.0, -INFINITY, INFINITY, NAN, 3.0, -7.0, 1e-310};
+  for (int k = 0; k < 2; k++) {
+    double p = k ? 2.0 : -1.0, got[8];
+    r = ad_pow_scalar(vec(8, x), p);
+    assert_int_equal(ad_read(r, got, 8), AD_OK);
+    for (int i = 0; i < 8; i++) {
+      double want = k ? x[i] * x[i] : 1.0 / x[i];
+      assert_true(isnan(want) ? isnan(got[i])
+                              : got[i] == want &&
+                                    signbit(got[i]) == signbit(want));
+      assert_true(isnan(want) ? isnan(pow(x[i], p))
+                              : signbit(pow(x[i], p)) == signbit(want));
+    }
+  }
 }
 
 /* ---- unary values ------------------------------------------------------ */
