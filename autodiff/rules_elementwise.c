@@ -10,47 +10,13 @@
 
 static ad_status ok_or_error(ad_tensor *t) { return t ? AD_OK : ad_error(); }
 
-/* Sum g down to the shape of like (undoing broadcasting) in as few ops as
- * the shapes allow: one sum without kept dimensions when broadcasting only
- * added leading axes, one sum with kept dimensions when it only stretched
- * size-1 axes (either result has like's shape already), else the sum and
- * a reshape (ad__unbroadcast always reshapes, one more op on the tape and
- * one more tensor per call).  The values are those of ad__unbroadcast. */
-static __attribute__((noinline)) ad_tensor *unbroadcast(ad_tensor *g,
-                                                        const ad_tensor *like) {
-  if (!g || ad__same_shape(g, like)) return g;
-  int lead = g->ndim - like->ndim, axes[AD_MAX_DIMS], naxes = 0;
-  bool stretched = false;
-  for (int i = 0; i < g->ndim; i++) {
-    if (i < lead) {
-      axes[naxes++] = i;
-    } else if (like->shape[i - lead] == 1 && g->shape[i] != 1) {
-      axes[naxes++] = i;
-      stretched = true;
-    }
-  }
-  if (lead >= 0 && naxes > 0 && !stretched)
-    return ad_sum(g, naxes, axes, false);
-  if (lead == 0 && naxes > 0) return ad_sum(g, naxes, axes, true);
-  ad_tensor *s = naxes ? ad_sum(g, naxes, axes, true) : g;
-  return ad_reshape(s, like->ndim, like->shape);
-}
-
-/* unbroadcast for input i of an op with one output, without touching the
- * input's header when the op saw no broadcasting there. */
-static inline ad_tensor *unbroadcast_input(const ad__opctx *c,
-                                           ad_tensor *g, int i) {
-  if (!g || !ad__maybe_broadcast(c->broadcast_inputs, i)) return g;
-  return unbroadcast(g, c->in[i]);
-}
-
 /* Set gin[i] = unbroadcast(g * d) when input i is needed (d NULL: g). */
 static ad_status grad_input(const ad__opctx *c, const bool *need,
                             ad_tensor **gin, int i, ad_tensor *g,
                             ad_tensor *d_or_null) {
   if (!need[i]) return AD_OK;
   ad_tensor *prod = d_or_null ? ad_mul(g, d_or_null) : g;
-  gin[i] = unbroadcast_input(c, prod, i);
+  gin[i] = ad__unbroadcast_input(c, prod, i);
   return ok_or_error(gin[i]);
 }
 
@@ -244,7 +210,7 @@ ad_status ad__vjp_sub(const ad__opctx *c, ad_tensor *const *gout,
   if (st || !need[1]) return st;
   /* Negate after reducing a broadcast input's cotangent, not before: the
    * same values, one pass over the small tensor instead of the large. */
-  gin[1] = ad_neg(unbroadcast_input(c, gout[0], 1));
+  gin[1] = ad_neg(ad__unbroadcast_input(c, gout[0], 1));
   return ok_or_error(gin[1]);
 }
 
@@ -252,11 +218,11 @@ ad_status ad__vjp_where(const ad__opctx *c, ad_tensor *const *gout,
                         const bool *need, ad_tensor **gin) {
   ad_tensor *zero = ad_scalar(0.0);
   if (need[1]) {
-    gin[1] = unbroadcast_input(c, ad_where(c->in[0], gout[0], zero), 1);
+    gin[1] = ad__unbroadcast_input(c, ad_where(c->in[0], gout[0], zero), 1);
     if (!gin[1]) return ad_error();
   }
   if (need[2]) {
-    gin[2] = unbroadcast_input(c, ad_where(c->in[0], zero, gout[0]), 2);
+    gin[2] = ad__unbroadcast_input(c, ad_where(c->in[0], zero, gout[0]), 2);
     if (!gin[2]) return ad_error();
   }
   return AD_OK;
@@ -277,9 +243,9 @@ static ad_status binary_vjp(const ad__opctx *c, partials_fn partials,
   ad_tensor *da = NULL, *db = NULL;
   ad_status st = partials(c, need[0], need[1], &da, &db);
   if (st) return st;
-  if (need[0] && !(gin[0] = unbroadcast_input(c, ad_mul(g, da), 0)))
+  if (need[0] && !(gin[0] = ad__unbroadcast_input(c, ad_mul(g, da), 0)))
     return ad_error();
-  if (need[1] && !(gin[1] = unbroadcast_input(c, ad_mul(g, db), 1)))
+  if (need[1] && !(gin[1] = ad__unbroadcast_input(c, ad_mul(g, db), 1)))
     return ad_error();
   return AD_OK;
 }
@@ -395,10 +361,10 @@ ad_status ad__vjp_scaled_mul(const ad__opctx *c, ad_tensor *const *gout,
                              const bool *need, ad_tensor **gin) {
   double s = c->attr->s0;
   if (need[0] &&
-      !(gin[0] = unbroadcast_input(c, ad__scaled_mul(gout[0], X1, s), 0)))
+      !(gin[0] = ad__unbroadcast_input(c, ad__scaled_mul(gout[0], X1, s), 0)))
     return ad_error();
   if (need[1] &&
-      !(gin[1] = unbroadcast_input(c, ad__scaled_mul(gout[0], X0, s), 1)))
+      !(gin[1] = ad__unbroadcast_input(c, ad__scaled_mul(gout[0], X0, s), 1)))
     return ad_error();
   return AD_OK;
 }
