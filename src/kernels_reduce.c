@@ -3,6 +3,7 @@
 #include <math.h>
 
 #include "internal.h"
+#include "vmath.h"
 
 
 /* NaN-propagating max/min: x != x is the vectorisable isnan. */
@@ -84,7 +85,7 @@ static void make_rplan(rplan *p, const ad_tensor *t, const bool *red) {
   p->ndim = m;
 }
 
-typedef enum rop { R_SUM, R_PROD, R_MAX, R_MIN, R_SUMEXP } rop;
+typedef enum rop { R_SUM, R_PROD, R_MAX, R_MIN } rop;
 
 /* Pairwise summation as NumPy does it: eight accumulators over blocks of
  * up to 128 values, halving above that, so rounding error grows with
@@ -109,19 +110,12 @@ AD__VECTORIZE static double sum_row(const double *x, int64_t n) {
   return sum_row(x, h) + sum_row(x + h, n - h);
 }
 
-static double sumexp_row(const double *x, int64_t n, double m) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; i++) s += exp(x[i] - m);
-  return s;
-}
-
 /* One input row (the innermost axis) folded into the output: into the
  * single value o[0] when that axis is reduced, else elementwise into
  * o[0..n). */
 AD__VECTORIZE static void fold_row(rop op, bool reduced,
                                   const double *restrict x, int64_t n,
-                                  double *restrict o,
-                                  const double *restrict m) {
+                                  double *restrict o) {
   if (reduced) {
     double acc = o[0];
     switch (op) {
@@ -135,7 +129,6 @@ AD__VECTORIZE static void fold_row(rop op, bool reduced,
     case R_MIN:
       for (int64_t i = 0; i < n; i++) acc = MINNAN(acc, x[i]);
       break;
-    case R_SUMEXP: acc += sumexp_row(x, n, m[0]); break;
     }
     o[0] = acc;
     return;
@@ -153,29 +146,49 @@ AD__VECTORIZE static void fold_row(rop op, bool reduced,
   case R_MIN:
     for (int64_t i = 0; i < n; i++) o[i] = MINNAN(o[i], x[i]);
     break;
-  case R_SUMEXP:
-    for (int64_t i = 0; i < n; i++) o[i] += exp(x[i] - m[i]);
-    break;
   }
 }
 
+/* The offset into the output of the next input row: an odometer over the
+ * outer axes (idx), the output strides turning it into an offset. */
+static inline int64_t next_row_offset(const rplan *p, int64_t *idx,
+                                      int64_t off) {
+  for (int d = p->ndim - 2; d >= 0; d--) {
+    if (++idx[d] < p->shape[d]) return off + p->ost[d];
+    idx[d] = 0;
+    off -= p->ost[d] * (p->shape[d] - 1);
+  }
+  return off;
+}
+
 /* Fold every element of the contiguous input x into out (already holding
- * the op's identity); m is the per-output shift of R_SUMEXP. */
+ * the op's identity). */
 static void reduce_walk(const rplan *p, rop op, const double *x,
-                        int64_t numel, double *out, const double *m) {
+                        int64_t numel, double *out) {
   int last = p->ndim - 1;
   int64_t n = p->shape[last], rows = numel / n, off = 0;
   int64_t idx[AD_MAX_DIMS] = {0};
   for (int64_t r = 0; r < rows; r++, x += n) {
-    fold_row(op, p->red[last], x, n, out + off, m ? m + off : NULL);
-    for (int d = last - 1; d >= 0; d--) {
-      if (++idx[d] < p->shape[d]) {
-        off += p->ost[d];
-        break;
-      }
-      idx[d] = 0;
-      off -= p->ost[d] * (p->shape[d] - 1);
+    fold_row(op, p->red[last], x, n, out + off);
+    off = next_row_offset(p, idx, off);
+  }
+}
+
+/* d = x - m elementwise, m taken per output as in reduce_walk: logsumexp's
+ * shifted input, so that one vectorised exp can run over all of it. */
+static void shift_walk(const rplan *p, const double *x, int64_t numel,
+                       const double *m, double *d) {
+  int last = p->ndim - 1;
+  int64_t n = p->shape[last], rows = numel / n, off = 0;
+  int64_t idx[AD_MAX_DIMS] = {0};
+  for (int64_t r = 0; r < rows; r++, x += n, d += n) {
+    if (p->red[last]) {
+      double mo = m[off];
+      for (int64_t i = 0; i < n; i++) d[i] = x[i] - mo;
+    } else {
+      for (int64_t i = 0; i < n; i++) d[i] = x[i] - m[off + i];
     }
+    off = next_row_offset(p, idx, off);
   }
 }
 
@@ -238,7 +251,7 @@ static ad_tensor *reduce(const char *op, rkind kind, ad_tensor *t,
   }
   rplan p;
   make_rplan(&p, c, red);
-  reduce_walk(&p, first_op[kind], c->data, c->numel, o, NULL);
+  reduce_walk(&p, first_op[kind], c->data, c->numel, o);
   if (kind == K_MEAN) {
     /* Here both input and result have elements, so this count cannot
      * overflow. */
@@ -246,15 +259,25 @@ static ad_tensor *reduce(const char *op, rkind kind, ad_tensor *t,
     for (int64_t i = 0; i < on; i++) o[i] *= inv;
   } else if (kind == K_LSE) {
     /* Second pass: sum exp(x - max) per output, shifted by that output's
-     * max so nothing overflows. */
+     * max so nothing overflows.  The shifted input goes through the
+     * vectorised exp of the elementwise ops in one call (a libm call per
+     * element cost most of logsumexp's time over short rows), then is
+     * summed like ad_sum. */
     ad_tensor *s = ad__alloc(op, nd, shape);
-    if (!s) {
+    ad__storage *e = ad__pool_storage(c->numel);
+    if (!s || !e) {
+      if (e) ad__pool_free_storage(e);
+      ad_release(s);
       ad_release(c);
       ad_release(out);
+      ad__error(AD_ENOMEM, "%s: out of memory", op);
       return NULL;
     }
+    shift_walk(&p, c->data, c->numel, o, e->data);
+    ad__vexp(e->data, e->data, c->numel);
     fill(s->data, on, 0.0);
-    reduce_walk(&p, R_SUMEXP, c->data, c->numel, s->data, o);
+    reduce_walk(&p, R_SUM, e->data, c->numel, s->data);
+    ad__pool_free_storage(e);
     for (int64_t i = 0; i < on; i++) {
       /* An infinite max is the answer itself (all -inf gives -inf; +inf
        * gives +inf); a NaN max is NaN either way. */
