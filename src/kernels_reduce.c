@@ -396,13 +396,12 @@ static ad_tensor *softmax_like(const char *op, ad_tensor *t, int axis,
     for (int64_t o = 0; o < s.outer; o++) {
       const double *x = c->data + o * n;
       double *y = out->data + o * n;
-      double m = -INFINITY, sum = 0.0;
+      double m = -INFINITY;
       for (int64_t k = 0; k < n; k++) m = MAXNAN(m, x[k]);
-      for (int64_t k = 0; k < n; k++) {
-        double e = exp(x[k] - m);
-        sum += e;
-        if (!log_form) y[k] = e;
-      }
+      /* exp(x - m) by the elementwise ops' vectorised exp, in y. */
+      for (int64_t k = 0; k < n; k++) y[k] = x[k] - m;
+      ad__vexp(y, y, n);
+      double sum = sum_row(y, n);
       if (log_form) {
         double ls = log(sum);
         for (int64_t k = 0; k < n; k++) y[k] = (x[k] - m) - ls;
@@ -428,16 +427,15 @@ static ad_tensor *softmax_like(const char *op, ad_tensor *t, int axis,
         const double *xr = x + k * inner + j0;
         for (int64_t j = 0; j < w; j++) m[j] = MAXNAN(m[j], xr[j]);
       }
-      /* Subtracting the max keeps exp in range; softmax keeps the
-       * exponentials to scale them afterwards. */
+      /* Subtracting the max keeps exp in range; the exponentials go
+       * into y (vectorised exp, a row of the chunk at a time), softmax
+       * scales them afterwards and log_softmax overwrites them. */
       for (int64_t k = 0; k < n; k++) {
         const double *xr = x + k * inner + j0;
         double *yr = y + k * inner + j0;
-        for (int64_t j = 0; j < w; j++) {
-          double e = exp(xr[j] - m[j]);
-          sum[j] += e;
-          if (!log_form) yr[j] = e;
-        }
+        for (int64_t j = 0; j < w; j++) yr[j] = xr[j] - m[j];
+        ad__vexp(yr, yr, w);
+        for (int64_t j = 0; j < w; j++) sum[j] += yr[j];
       }
       if (log_form) {
         /* (x - m) - log(sum) keeps the digits of x - m near the max. */
