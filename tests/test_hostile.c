@@ -415,24 +415,7 @@ static ad_tensor *h_checkpoint(ad_tensor *const *x) {
 }
 
 /* A custom op with a VJP only: y = x^3. */
-static ad_status cube_fwd(ad_custom_ctx *c, ad_tensor *const *in,
-                          ad_tensor **out, void *user) {
-  (void)c;
-  (void)user;
-  out[0] = ad_mul(ad_square(in[0]), in[0]);
-  return out[0] ? AD_OK : ad_error();
-}
-static ad_status cube_vjp(ad_custom_ctx *c, ad_tensor *const *gout,
-                          ad_tensor **gin, void *user) {
-  (void)user;
-  gin[0] = ad_mul(gout[0], ad_mul_scalar(ad_square(ad_custom_input(c, 0)), 3));
-  return gin[0] ? AD_OK : ad_error();
-}
-static ad_tensor *h_custom(ad_tensor *const *x) {
-  static const ad_custom_op cube = {"cube", 1, 1, cube_fwd, cube_vjp, NULL};
-  ad_tensor *out = NULL;
-  return ad_custom_apply(&cube, NULL, x, &out) == AD_OK ? out : NULL;
-}
+static ad_tensor *h_custom(ad_tensor *const *x) { return test_cube(x[0]); }
 
 static const hostile_op catalogue[] = {
     {"ad_neg", h_neg, 1, SK_VEC, ELEMENTWISE, r_neg},

@@ -74,26 +74,9 @@ static ad_tensor *checkpointed(ad_tensor *x, void *ctx) {
   return ad_sum_all(ad_checkpoint(block, NULL, ad_checkpoint(block, NULL, x)));
 }
 
-static ad_status cube_forward(ad_custom_ctx *c, ad_tensor *const *in,
-                              ad_tensor **out, void *user) {
-  (void)c;
-  (void)user;
-  out[0] = ad_mul(ad_square(in[0]), in[0]);
-  return out[0] ? AD_OK : ad_error();
-}
-
-static ad_status cube_vjp(ad_custom_ctx *c, ad_tensor *const *gout,
-                          ad_tensor **gin, void *user) {
-  (void)user;
-  gin[0] = ad_mul(gout[0], ad_mul_scalar(ad_square(ad_custom_input(c, 0)), 3));
-  return gin[0] ? AD_OK : ad_error();
-}
-
 static ad_tensor *cube(ad_tensor *x, void *ctx) {
   (void)ctx;
-  static const ad_custom_op op = {"cube", 1, 1, cube_forward, cube_vjp, NULL};
-  ad_tensor *y = NULL;
-  return ad_custom_apply(&op, NULL, &x, &y) == AD_OK ? ad_sum_all(y) : NULL;
+  return ad_sum_all(test_cube(x));
 }
 
 /* Reads t's n values into out (NaN when t is NULL or the read fails). */

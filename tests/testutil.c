@@ -95,3 +95,25 @@ int test_scope_teardown(void **state) {
 }
 
 int test_quick(void) { return getenv("AD_TEST_QUICK") != NULL; }
+
+static ad_status cube_forward(ad_custom_ctx *c, ad_tensor *const *in,
+                              ad_tensor **out, void *user) {
+  (void)c;
+  (void)user;
+  out[0] = ad_mul(ad_square(in[0]), in[0]);
+  return out[0] ? AD_OK : ad_error();
+}
+
+static ad_status cube_vjp(ad_custom_ctx *c, ad_tensor *const *gout,
+                          ad_tensor **gin, void *user) {
+  (void)user;
+  gin[0] = ad_mul(gout[0], ad_mul_scalar(ad_square(ad_custom_input(c, 0)), 3));
+  return gin[0] ? AD_OK : ad_error();
+}
+
+ad_tensor *test_cube(ad_tensor *x) {
+  static const ad_custom_op cube = {"cube", 1, 1, cube_forward, cube_vjp,
+                                    NULL};
+  ad_tensor *out = NULL;
+  return ad_custom_apply(&cube, NULL, &x, &out) == AD_OK ? out : NULL;
+}

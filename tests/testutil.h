@@ -60,6 +60,11 @@ int test_scope_teardown(void **state);
 /* True when AD_TEST_QUICK is set (valgrind runs shrink their loops). */
 int test_quick(void);
 
+/* x^3 as a custom op with a forward and a VJP only (its JVP is derived):
+ * the custom op several suites run under tapes, levels and threads.
+ * NULL with the error recorded on failure. */
+ad_tensor *test_cube(ad_tensor *x);
+
 /* cmocka's fail_msg prints "ERROR: ...", which tests/run_tests.sh does not
  * show; this prints the message the way cmocka's own assertions do, so
  * that the runner's summary carries it. */
