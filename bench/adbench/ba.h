@@ -226,32 +226,74 @@ static inline ad_tensor *adb_ba_werr(const adb_ba *b, ad_tensor *w) {
   return ad_sub(b->one, ad_square(w));
 }
 
+/* n (rows,) columns side by side, flattened row-major: (n * rows). */
+static inline ad_tensor *adb_ba_interleave(int n, ad_tensor **cols,
+                                           int64_t rows) {
+  return ad_reshape(ad_stack(n, cols, 1), 1, (int64_t[]){n * rows});
+}
+
+/* One chunk's share of up to two results (out[0], out[1]), from its
+ * observations' gathered parameters v; AD_OK or the error. */
+typedef ad_status (*adb_ba_chunk_fn)(const adb_ba *b, ad_tensor **v,
+                                     int64_t s, int64_t rows, bool zero_rot,
+                                     ad_tensor **out);
+
+/* The chunk loop every BA quantity shares: each chunk in its own scope
+ * (its intermediates stay in cache and go at its end), its nout parts
+ * kept, then each result the concatenation of its parts and its tail
+ * (the weight rows).  0 with results[0..nout) set, -1 on error. */
+static inline int adb_ba_by_chunks(const adb_ba *b, ad_tensor *cams,
+                                   ad_tensor *X, ad_tensor *w,
+                                   adb_ba_chunk_fn fn, int nout,
+                                   ad_tensor *const *tails,
+                                   ad_tensor **results) {
+  bool zero_rot = adb_ba_zero_rotation(b, cams);
+  int64_t nch = (b->p + b->chunk - 1) / b->chunk;
+  ad_tensor **parts[2] = {NULL, NULL};
+  bool ok = true;
+  for (int o = 0; o < nout; o++) {
+    parts[o] = calloc((size_t)nch + 1, sizeof *parts[o]);
+    ok = ok && parts[o] && tails[o];
+  }
+  int64_t k = 0;
+  for (int64_t s = 0; ok && s < b->p; s += b->chunk, k++) {
+    int64_t rows = adb_ba_rows(b, s);
+    ad_scope_begin();
+    ad_tensor *v[15], *out[2] = {NULL, NULL};
+    adb_ba_gather(b, cams, X, w, s, rows, v);
+    ok = fn(b, v, s, rows, zero_rot, out) == AD_OK;
+    for (int o = 0; ok && o < nout; o++)
+      ok = (parts[o][k] = ad_keep(out[o])) != NULL;
+    ad_scope_end();
+  }
+  for (int o = 0; o < nout; o++) {
+    results[o] = NULL;
+    if (ok) {
+      parts[o][nch] = tails[o];
+      results[o] = ad_concat((int)(nch + 1), parts[o], 0);
+      ok = results[o] != NULL;
+    }
+    free(parts[o]);
+  }
+  return ok ? 0 : -1;
+}
+
+/* A chunk's residuals e (rows, 2) flattened. */
+static inline ad_status adb_ba_residual_chunk(const adb_ba *b, ad_tensor **v,
+                                              int64_t s, int64_t rows,
+                                              bool zero_rot, ad_tensor **out) {
+  ad_tensor *e[2];
+  adb_ba_reproj(b, v, s, rows, zero_rot, &e[0], &e[1]);
+  out[0] = adb_ba_interleave(2, e, rows);
+  return out[0] ? AD_OK : ad_error();
+}
+
 /* F: the 3p residuals, [e (p, 2) observation-major | w_err (p)], as one
  * (3p) tensor (NULL on error). */
 static inline ad_tensor *adb_ba_objective(const adb_ba *b, ad_tensor *cams,
                                           ad_tensor *X, ad_tensor *w) {
-  bool zero_rot = adb_ba_zero_rotation(b, cams);
-  int64_t nch = (b->p + b->chunk - 1) / b->chunk;
-  ad_tensor **parts = calloc((size_t)nch + 1, sizeof *parts);
-  if (!parts) return NULL;
-  int64_t k = 0;
-  bool ok = true;
-  for (int64_t s = 0; ok && s < b->p; s += b->chunk, k++) {
-    int64_t rows = adb_ba_rows(b, s);
-    ad_scope_begin();
-    ad_tensor *v[15], *e[2];
-    adb_ba_gather(b, cams, X, w, s, rows, v);
-    adb_ba_reproj(b, v, s, rows, zero_rot, &e[0], &e[1]);
-    parts[k] = ad_keep(ad_reshape(ad_stack(2, e, 1), 1, (int64_t[]){2 * rows}));
-    ad_scope_end();
-    ok = parts[k] != NULL;
-  }
-  ad_tensor *R = NULL;
-  if (ok) {
-    parts[nch] = adb_ba_werr(b, w);
-    R = ad_concat((int)(nch + 1), parts, 0);
-  }
-  free(parts);
+  ad_tensor *tail = adb_ba_werr(b, w), *R = NULL;
+  adb_ba_by_chunks(b, cams, X, w, adb_ba_residual_chunk, 1, &tail, &R);
   return R;
 }
 
@@ -265,108 +307,79 @@ static inline ad_tensor *adb_ba_werr_jac(const adb_ba *b, ad_tensor *w) {
   return d;
 }
 
+/* The direction of ones over a chunk of rows observations. */
+static inline ad_tensor *adb_ba_chunk_ones(const adb_ba *b, int64_t rows) {
+  return rows == b->chunk ? b->ones : ad_slice(b->ones, 0, 0, rows, 1);
+}
+
+/* A chunk's (rows, 30) Jacobian blocks, flattened (row i: observation i's
+ * e_x row then its e_y row), by reverse mode: one taped evaluation, two
+ * passes seeded with ones on every e_x, then on every e_y; out[1], the
+ * residuals, comes with it. */
+static inline ad_status adb_ba_jacobian_chunk(const adb_ba *b, ad_tensor **v,
+                                              int64_t s, int64_t rows,
+                                              bool zero_rot, ad_tensor **out) {
+  ad_tensor *e[2] = {NULL, NULL}, *g[30];
+  ad_tape *tape = ad_tape_begin(AD_TAPE_PERSISTENT);
+  if (!tape) return ad_error();
+  for (int j = 0; j < 15; j++) ad_tape_watch(tape, v[j]);
+  adb_ba_reproj(b, v, s, rows, zero_rot, &e[0], &e[1]);
+  ad_tape_end(tape);
+  ad_tensor *seed = adb_ba_chunk_ones(b, rows);
+  ad_status st = AD_OK;
+  for (int i = 0; i < 2 && st == AD_OK; i++)
+    st = e[i] ? ad_tape_gradients(tape, e[i], seed, 15, v, g + 15 * i,
+                                  AD_UNCONNECTED_ZERO)
+              : ad_error();
+  ad_tape_free(tape);
+  if (st != AD_OK) return st;
+  out[0] = adb_ba_interleave(30, g, rows);
+  out[1] = adb_ba_interleave(2, e, rows);
+  return out[0] && out[1] ? AD_OK : ad_error();
+}
+
 /* J: the 31p values of the sparse Jacobian in ADBench's CSR order (rows
  * 2i, 2i+1: d e / d [camera, point, w_i]; rows 2p+i: -2 w_i), by reverse
  * mode, two passes per chunk; F into *value when non-NULL. */
 static inline ad_tensor *adb_ba_jacobian(const adb_ba *b, ad_tensor *cams,
                                          ad_tensor *X, ad_tensor *w,
                                          ad_tensor **value) {
-  bool zero_rot = adb_ba_zero_rotation(b, cams);
-  int64_t nch = (b->p + b->chunk - 1) / b->chunk;
-  ad_tensor **parts = calloc((size_t)nch + 1, sizeof *parts);
-  ad_tensor **vparts = value ? calloc((size_t)nch + 1, sizeof *vparts) : NULL;
-  if (!parts || (value && !vparts)) {
-    free(parts);
-    free(vparts);
-    return NULL;
-  }
-  int64_t k = 0;
-  bool ok = true;
-  for (int64_t s = 0; ok && s < b->p; s += b->chunk, k++) {
-    int64_t rows = adb_ba_rows(b, s);
-    ad_scope_begin();
-    ad_tensor *v[15], *e[2] = {NULL, NULL}, *g[30];
-    adb_ba_gather(b, cams, X, w, s, rows, v);
-    ad_tape *tape = ad_tape_begin(AD_TAPE_PERSISTENT);
-    ad_status st = tape ? AD_OK : AD_ENOMEM;
-    if (tape) {
-      for (int j = 0; j < 15; j++) ad_tape_watch(tape, v[j]);
-      adb_ba_reproj(b, v, s, rows, zero_rot, &e[0], &e[1]);
-      ad_tape_end(tape);
-      ad_tensor *seed = rows == b->chunk ? b->ones
-                                         : ad_slice(b->ones, 0, 0, rows, 1);
-      for (int i = 0; i < 2 && st == AD_OK; i++)
-        st = e[i] ? ad_tape_gradients(tape, e[i], seed, 15, v, g + 15 * i,
-                                      AD_UNCONNECTED_ZERO)
-                  : ad_error();
-      ad_tape_free(tape);
-    }
-    /* (rows, 30): row i is observation i's e_x row then its e_y row */
-    if (st == AD_OK)
-      parts[k] = ad_keep(ad_reshape(ad_stack(30, g, 1), 1,
-                                    (int64_t[]){30 * rows}));
-    if (vparts && st == AD_OK)
-      vparts[k] = ad_keep(
-          ad_reshape(ad_stack(2, e, 1), 1, (int64_t[]){2 * rows}));
-    ad_scope_end();
-    ok = parts[k] != NULL && (!vparts || vparts[k] != NULL);
-  }
-  ad_tensor *J = NULL;
-  if (ok) {
-    parts[nch] = adb_ba_werr_jac(b, w);
-    J = ad_concat((int)(nch + 1), parts, 0);
-    if (value) {
-      vparts[nch] = adb_ba_werr(b, w);
-      *value = ad_concat((int)(nch + 1), vparts, 0);
-    }
-  }
-  free(parts);
-  free(vparts);
-  return J;
+  ad_tensor *tails[2] = {adb_ba_werr_jac(b, w),
+                         value ? adb_ba_werr(b, w) : NULL};
+  ad_tensor *res[2] = {NULL, NULL};
+  adb_ba_by_chunks(b, cams, X, w, adb_ba_jacobian_chunk, value ? 2 : 1,
+                   tails, res);
+  if (value) *value = res[1];
+  return res[0];
 }
 
-/* The same values by forward mode: per chunk, 15 JVPs, JVP j along ones
- * on every observation's copy of parameter j (column j of every 2x15
- * block).  Slower (see above); kept to cross-check the reverse mode. */
+/* The same blocks by forward mode: 15 JVPs, JVP j along ones on every
+ * observation's copy of parameter j (column j of every 2x15 block). */
+static inline ad_status adb_ba_jacobian_fwd_chunk(const adb_ba *b,
+                                                  ad_tensor **v, int64_t s,
+                                                  int64_t rows, bool zero_rot,
+                                                  ad_tensor **out) {
+  ad_tensor *g[30], *dir = adb_ba_chunk_ones(b, rows);
+  for (int j = 0; j < 15; j++) {
+    ad_fwd *acc = ad_fwd_begin(1, &v[j], &dir);
+    if (!acc) return ad_error();
+    ad_tensor *e[2] = {NULL, NULL};
+    adb_ba_reproj(b, v, s, rows, zero_rot, &e[0], &e[1]);
+    g[j] = e[0] ? ad_fwd_jvp(acc, e[0]) : NULL;
+    g[15 + j] = e[1] ? ad_fwd_jvp(acc, e[1]) : NULL;
+    ad_fwd_end(acc);
+    if (!g[j] || !g[15 + j]) return ad_error();
+  }
+  out[0] = adb_ba_interleave(30, g, rows);
+  return out[0] ? AD_OK : ad_error();
+}
+
+/* J by forward mode.  Slower (see above); kept to cross-check the reverse
+ * mode. */
 static inline ad_tensor *adb_ba_jacobian_fwd(const adb_ba *b, ad_tensor *cams,
                                              ad_tensor *X, ad_tensor *w) {
-  bool zero_rot = adb_ba_zero_rotation(b, cams);
-  int64_t nch = (b->p + b->chunk - 1) / b->chunk;
-  ad_tensor **parts = calloc((size_t)nch + 1, sizeof *parts);
-  if (!parts) return NULL;
-  int64_t k = 0;
-  bool ok = true;
-  for (int64_t s = 0; ok && s < b->p; s += b->chunk, k++) {
-    int64_t rows = adb_ba_rows(b, s);
-    ad_scope_begin();
-    ad_tensor *v[15], *g[30];
-    adb_ba_gather(b, cams, X, w, s, rows, v);
-    ad_tensor *dir = rows == b->chunk ? b->ones
-                                      : ad_slice(b->ones, 0, 0, rows, 1);
-    bool good = true;
-    for (int j = 0; j < 15 && good; j++) {
-      ad_fwd *acc = ad_fwd_begin(1, &v[j], &dir);
-      ad_tensor *e[2] = {NULL, NULL};
-      if (acc) {
-        adb_ba_reproj(b, v, s, rows, zero_rot, &e[0], &e[1]);
-        g[j] = e[0] ? ad_fwd_jvp(acc, e[0]) : NULL;
-        g[15 + j] = e[1] ? ad_fwd_jvp(acc, e[1]) : NULL;
-        ad_fwd_end(acc);
-      }
-      good = acc && g[j] && g[15 + j];
-    }
-    if (good)
-      parts[k] = ad_keep(ad_reshape(ad_stack(30, g, 1), 1,
-                                    (int64_t[]){30 * rows}));
-    ad_scope_end();
-    ok = parts[k] != NULL;
-  }
-  ad_tensor *J = NULL;
-  if (ok) {
-    parts[nch] = adb_ba_werr_jac(b, w);
-    J = ad_concat((int)(nch + 1), parts, 0);
-  }
-  free(parts);
+  ad_tensor *tail = adb_ba_werr_jac(b, w), *J = NULL;
+  adb_ba_by_chunks(b, cams, X, w, adb_ba_jacobian_fwd_chunk, 1, &tail, &J);
   return J;
 }
 
